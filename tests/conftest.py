@@ -1,0 +1,75 @@
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper modules beside the tests
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_health(url: str, seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/health", timeout=0.5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{url}/health did not answer 200 within {seconds}s")
+
+
+@dataclass
+class Running:
+    process: subprocess.Popen
+    url: str
+    port: int
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 10.0) -> tuple[int, str, str]:
+        """Signal the process and collect (exit code, stdout, stderr)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        return self.finish(timeout)
+
+    def finish(self, timeout: float = 10.0) -> tuple[int, str, str]:
+        """Wait for the process to end by itself and collect (exit code, stdout, stderr)."""
+        out, err = self.process.communicate(timeout=timeout)
+        return self.process.returncode, out, err
+
+
+@pytest.fixture
+def start_service():
+    """Start `python -m service` (or another module) on a free port; stopped at teardown whatever happens."""
+    started: list[Running] = []
+
+    def start(env: dict[str, str] | None = None, module: str = "service", wait: bool = True,
+              command: list[str] | None = None) -> Running:
+        port = free_port()
+        environ = {**os.environ, "APP_PORT": str(port), "APP_HOST": "127.0.0.1",
+                   "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), **(env or {})}
+        process = subprocess.Popen(command or [sys.executable, "-m", module], env=environ, cwd=ROOT,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        running = Running(process, f"http://127.0.0.1:{port}", port)
+        started.append(running)
+        if wait:
+            wait_for_health(running.url)
+        return running
+
+    yield start
+    for running in started:
+        if running.process.poll() is None:
+            running.process.kill()
+            running.process.communicate(timeout=10)
