@@ -11,7 +11,6 @@ import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper modules beside the tests
 
 
 def free_port() -> int:

@@ -1,0 +1,7 @@
+"""`python -m bench [bases|images|study|report|reliability]`: see --help."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,59 @@
+"""Build the project's images (and the study's other variants) with BuildKit, printing each command."""
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import bases
+from .docker import ROOT, ca_secret_args, docker, progress
+
+BENCH = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    tag: str
+    dockerfile: Path
+    context: Path
+    note: str
+
+
+VARIANTS = {
+    "seed": Variant("seed", "hello-api:seed", BENCH / "seed" / "Dockerfile", BENCH / "seed",
+                    "the classic Flask tutorial container, flaws kept"),
+    "naive": Variant("naive", "hello-api:naive", BENCH / "naive" / "Dockerfile", ROOT,
+                     "slim, but COPY . . before the dependency install"),
+    "slim": Variant("slim", "hello-api:slim", ROOT / "Dockerfile", ROOT, "multi-stage, python slim runtime"),
+    "distroless": Variant("distroless", "hello-api:distroless", ROOT / "Dockerfile.distroless", ROOT,
+                          "multi-stage, distroless python runtime"),
+}
+PROJECT_IMAGES = ("slim", "distroless")
+
+
+def base_args(offline: bool) -> list[str]:
+    """Build arguments that point the Dockerfiles at the locally made bases (offline) or keep defaults."""
+    if not offline:
+        return []
+    bases.make_bases()
+    return bases.build_args()
+
+
+def build_command(variant: Variant, offline: bool, extra: list[str] | None = None,
+                  context: Path | None = None, tag: str | None = None) -> list[str]:
+    return ["build", "--progress=plain", "-f", str(variant.dockerfile), "-t", tag or variant.tag,
+            *base_args(offline), *ca_secret_args(), *(extra or []), str(context or variant.context)]
+
+
+def build(variant: Variant, offline: bool, extra: list[str] | None = None,
+          context: Path | None = None, tag: str | None = None) -> tuple[float, str]:
+    """Build one variant; returns (wall seconds, BuildKit's plain progress output)."""
+    started = time.perf_counter()
+    result = docker(*build_command(variant, offline, extra, context, tag), timeout=1800)
+    return time.perf_counter() - started, result.stderr + result.stdout
+
+
+def build_images(offline: bool, names: tuple[str, ...] = PROJECT_IMAGES) -> None:
+    for name in names:
+        seconds, _ = build(VARIANTS[name], offline)
+        progress(f"built {VARIANTS[name].tag} in {seconds:.1f}s")

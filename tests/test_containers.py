@@ -1,0 +1,190 @@
+"""Both images, walked through the tutorial's checkpoints with the real Docker CLI.
+
+Needs a Docker engine and the images (`python -m bench images`, or `--offline`). On a laptop without
+them these tests skip; under CI=true a missing engine or image is a failure.
+"""
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import ROOT, free_port, wait_for_health
+
+from bench import bases
+from bench.docker import docker, engine_available, image_exists
+from bench.images import VARIANTS, build
+
+pytestmark = pytest.mark.docker
+IMAGES = ["slim", "distroless"]
+
+
+def unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: container tests must run, not skip)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def engine() -> None:
+    if not engine_available():
+        unavailable("no Docker engine answers: start dockerd, or set DOCKER to a working client")
+
+
+@pytest.fixture(params=IMAGES)
+def image(request, engine) -> str:
+    tag = VARIANTS[request.param].tag
+    if not image_exists(tag):
+        unavailable(f"{tag} is not built: run python -m bench images (or --offline)")
+    return request.param
+
+
+@pytest.fixture
+def run_container():
+    """`docker run -d` with a unique name and a free host port mapped to the container port."""
+    names = []
+
+    def run(variant: str, *args: str, env: dict[str, str] | None = None, container_port: int = 5000,
+            wait: bool = True) -> tuple[str, str]:
+        name, port = f"hello-api-test-{uuid.uuid4().hex[:10]}", free_port()
+        options = [f"-e{key}={value}" for key, value in (env or {}).items()]
+        docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:{container_port}", *options, *args,
+               VARIANTS[variant].tag)
+        names.append(name)
+        url = f"http://127.0.0.1:{port}"
+        if wait:
+            wait_for_health(url, seconds=30)
+        return name, url
+
+    yield run
+    for name in names:
+        docker("rm", "-f", name, check=False)
+
+
+def inspect(name: str, template: str) -> str:
+    return docker("inspect", "--format", template, name, quiet=True).stdout.strip()
+
+
+def test_serves_the_endpoints_with_app_env_from_docker_run(image, run_container):
+    name, url = run_container(image, env={"APP_ENV": "production"})
+    assert requests.get(f"{url}/health", timeout=5).json() == {"status": "healthy", "environment": "production"}
+    assert requests.get(f"{url}/hello/Docker", timeout=5).json() == {
+        "message": "Hello, Docker!", "environment": "production"}
+
+
+def test_docker_logs_show_the_startup_line_and_each_request(image, run_container):
+    name, url = run_container(image, env={"APP_ENV": "production"})
+    requests.get(f"{url}/hello/logs", timeout=5)
+    logs = docker("logs", name)
+    assert "serving environment=production" in logs.stderr
+    assert "GET /hello/logs 200" in logs.stdout
+
+
+def test_app_port_moves_the_server_inside_the_container(image, run_container):
+    name, url = run_container(image, env={"APP_PORT": "8000"}, container_port=8000)
+    assert requests.get(f"{url}/health", timeout=5).status_code == 200
+
+
+def test_the_healthcheck_reaches_healthy(image, run_container):
+    name, _ = run_container(image)
+    deadline = time.monotonic() + 45
+    while (status := inspect(name, "{{.State.Health.Status}}")) != "healthy" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert status == "healthy"
+
+
+def test_docker_stop_ends_by_itself_with_exit_0_well_before_the_kill(image, run_container):
+    name, url = run_container(image)
+    requests.get(f"{url}/health", timeout=5)
+    started = time.monotonic()
+    docker("stop", "--time", "10", name)
+    elapsed = time.monotonic() - started
+    assert inspect(name, "{{.State.ExitCode}}") == "0"  # 137 would mean Docker had to SIGKILL it
+    assert elapsed < 5, f"docker stop took {elapsed:.1f}s"
+    assert "Stopped cleanly" in docker("logs", name).stderr
+
+
+def test_runs_as_the_non_root_user_65532(image, run_container):
+    name, _ = run_container(image)
+    assert inspect(name, "{{.Config.User}}") == "65532:65532"
+    uid = docker("exec", name, "python3", "-c", "import os; print(os.getuid(), os.getgid())").stdout.split()
+    assert uid == ["65532", "65532"]
+
+
+def test_serves_with_a_read_only_root_and_no_capabilities(image, run_container):
+    name, url = run_container(image, "--read-only", "--cap-drop", "ALL",
+                              "--security-opt", "no-new-privileges")
+    assert requests.get(f"{url}/hello/locked", timeout=5).status_code == 200
+
+
+def test_slim_shows_app_env_in_docker_exec_env(engine, run_container):
+    if not image_exists(VARIANTS["slim"].tag):
+        unavailable("hello-api:slim is not built: run python -m bench images (or --offline)")
+    name, _ = run_container("slim", env={"APP_ENV": "production"})
+    assert "APP_ENV=production" in docker("exec", name, "env").stdout.splitlines()
+
+
+def test_distroless_has_no_shell(engine, run_container):
+    if not image_exists(VARIANTS["distroless"].tag):
+        unavailable("hello-api:distroless is not built: run python -m bench images (or --offline)")
+    name, _ = run_container("distroless")
+    assert docker("exec", name, "/bin/sh", "-c", "true", check=False).returncode != 0
+    probe = "import os, shutil; print([p for p in ('/bin/sh', '/bin/bash', '/usr/bin/apt', '/usr/bin/dpkg') " \
+            "if os.path.exists(p)], shutil.which('sh'))"
+    assert docker("exec", name, "python3", "-c", probe).stdout.strip() == "[] None"
+
+
+def test_the_build_context_holds_only_the_service_and_the_lock(engine):
+    if not image_exists(VARIANTS["slim"].tag):
+        unavailable("hello-api:slim is not built: run python -m bench images (or --offline)")
+    listing = "FROM hello-api:slim\nCOPY . /context\nCMD [\"python3\", \"-c\", \"import os; " \
+              "print('\\\\n'.join(sorted(os.path.join(d, f)[9:] for d, _, fs in os.walk('/context') for f in fs)))\"]\n"
+    tag = f"hello-api-context-probe:{uuid.uuid4().hex[:8]}"
+    docker("build", "-q", "-t", tag, "-f", "-", str(ROOT), input=listing.encode())
+    try:
+        files = docker("run", "--rm", tag).stdout.split()
+    finally:
+        docker("rmi", "-f", tag, check=False)
+    assert "requirements.lock" in files
+    assert "service/app.py" in files
+    assert not [f for f in files if f != "requirements.lock" and not f.startswith("service/")]
+    assert not [f for f in files if "__pycache__" in f]
+
+
+def cached_steps(output: str) -> dict[str, bool]:
+    """BuildKit plain progress → {step title: came from cache}."""
+    titles, cached = {}, set()
+    for line in output.splitlines():
+        number, _, rest = line.partition(" ")
+        if number.startswith("#") and rest.startswith("["):
+            titles.setdefault(number, rest)
+        elif number.startswith("#") and rest == "CACHED":
+            cached.add(number)
+    return {title: number in cached for number, title in titles.items()}
+
+
+@pytest.mark.parametrize("variant", IMAGES)
+def test_a_code_only_edit_rebuilds_without_rerunning_pip(engine, variant):
+    with tempfile.TemporaryDirectory(prefix="hello-api-context-") as work:
+        context = Path(work)
+        for name in ("service", "requirements.lock", ".dockerignore"):
+            source = ROOT / name
+            (shutil.copytree if source.is_dir() else shutil.copy2)(source, context / name)
+        offline = image_exists(bases.SLIM_BASE) and image_exists(bases.DISTROLESS_BASE)
+        probe = f"hello-api-cache-probe:{uuid.uuid4().hex[:8]}"
+        try:
+            build(VARIANTS[variant], offline, context=context, tag=probe)
+            with (context / "service" / "app.py").open("a") as app:
+                app.write(f"\n# edited by the cache test {uuid.uuid4()}\n")
+            _, output = build(VARIANTS[variant], offline, context=context, tag=probe)
+        finally:
+            docker("rmi", "-f", probe, check=False)
+    steps = cached_steps(output)
+    pip = [cached for title, cached in steps.items() if "pip install" in title]
+    code = [cached for title, cached in steps.items() if "COPY service/ service/" in title]
+    assert pip == [True], steps
+    assert code == [False], steps
