@@ -31,6 +31,29 @@ VARIANTS = {
 PROJECT_IMAGES = ("slim", "distroless")
 
 
+REGISTRY_BASES = ("python:3.13-slim", "gcr.io/distroless/python3-debian13:nonroot")  # the Dockerfiles' defaults
+
+
+def registry_reachable() -> bool:
+    """Pull the official bases; False (with Docker's reason) when no registry answers."""
+    for name in REGISTRY_BASES:
+        pulled = docker("pull", "-q", name, check=False, timeout=300)
+        if pulled.returncode != 0:
+            progress(f"cannot pull {name}: {pulled.stderr.strip()[:200]}")
+            return False
+    return True
+
+
+def choose_offline(mode: str) -> bool:
+    """'registry', 'local', or 'auto': the registry's bases when they can be pulled, else local ones."""
+    if mode == "auto":
+        offline = not registry_reachable()
+        progress("using " + ("local bases made from Debian packages (python -m bench bases)" if offline
+                             else "the registry's official bases"))
+        return offline
+    return mode == "local"
+
+
 def base_args(offline: bool) -> list[str]:
     """Build arguments that point the Dockerfiles at the locally made bases (offline) or keep defaults."""
     if not offline:
