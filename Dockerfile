@@ -36,13 +36,17 @@ RUN groupadd --system --gid 65532 nonroot \
  && useradd --system --uid 65532 --gid nonroot --home-dir /nonexistent --no-create-home \
             --shell /usr/sbin/nologin nonroot
 ENV PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONPATH=/app:/app/deps \
     APP_ENV=development \
     APP_PORT=5000
 WORKDIR /app
 COPY --from=build /app/deps /app/deps
 COPY --from=build /app/service /app/service
+# The base has no bytecode for the standard library (the official python images delete it; distroless
+# never runs Debian's py3compile). One import writes it for exactly the modules the service loads: a few
+# hundred KB that save every container start from compiling them again.
+RUN ["python3", "-c", "import service.server, service.healthcheck"]
+ENV PYTHONDONTWRITEBYTECODE=1
 USER 65532:65532
 EXPOSE 5000
 # The service's own check: the image needs no curl, and the same command works in distroless.

@@ -2,10 +2,12 @@
 
 - SLIM_BASE: what `python:3.13-slim` gives a Dockerfile: a minbase Debian trimmed the way
   `debian:trixie-slim` is (no docs, man pages or locales; no apt lists), plus Debian's python3.13 and pip,
-  installable into like the official image (no EXTERNALLY-MANAGED marker, a `python` command).
+  installable into like the official image (no EXTERNALLY-MANAGED marker, a `python` command), and, like
+  it, without the standard library's bytecode.
 - DISTROLESS_BASE: what `gcr.io/distroless/python3-debian13:nonroot` gives: .deb payloads unpacked with
   `dpkg-deb -x` (no maintainer scripts, so no shell and no package manager ever enters), a CA bundle,
-  tzdata, users root and nonroot (65532), and /usr/bin/python3.13 as the entrypoint.
+  tzdata, users root and nonroot (65532), and /usr/bin/python3.13 as the entrypoint. Like distroless,
+  no bytecode for the standard library: Debian makes it in a maintainer script, which never runs here.
 
 Needs root, debootstrap and dpkg-deb on the host (Debian/Ubuntu: apt-get install debootstrap).
 """
@@ -93,6 +95,9 @@ def trim_like_debian_slim(root: Path) -> None:
         elif target.exists():
             target.unlink()
     (root / "etc/dpkg/dpkg.cfg.d/docker-slim").write_text(DPKG_SLIM_CONFIG)
+    # The official python images delete the standard library's bytecode (about 30 MB); so does this one.
+    for cache in root.glob("usr/lib/python3*/**/__pycache__"):
+        shutil.rmtree(cache)
     # The official python image is pip-installable system-wide; Debian's marker would refuse that.
     for marker in root.glob("usr/lib/python3*/EXTERNALLY-MANAGED"):
         marker.unlink()

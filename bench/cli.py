@@ -1,8 +1,12 @@
-"""Command line of the bench: one sub-command per job, each printing what it runs."""
+"""The image study and its tools. Without a sub-command: `study`. Every Docker command is printed."""
 
 import argparse
+import sys
+from pathlib import Path
 
-from . import bases, images
+from . import bases, images, report, study
+
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest"
 
 
 def add_bases_option(parser: argparse.ArgumentParser) -> None:
@@ -13,17 +17,47 @@ def add_bases_option(parser: argparse.ArgumentParser) -> None:
                         help="same as --bases local")
 
 
+def add_study_options(parser: argparse.ArgumentParser) -> None:
+    add_bases_option(parser)
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter runs (a few minutes; for CI)")
+    parser.add_argument("--runs", type=int, help="start-up rounds (default 15, quick 5)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default {DEFAULT_OUTPUT}")
+    parser.add_argument("--label", default="hello-api variants", help="title of the report")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command")
+    add_study_options(commands.add_parser("study", help="build all variants and run every study (default)"))
     make = commands.add_parser("bases", help="make both base images from Debian trixie packages (no registry)")
     make.add_argument("--rebuild", action="store_true", help="make them again even if they exist")
-    build = commands.add_parser("images", help="build hello-api:slim and hello-api:distroless")
-    add_bases_option(build)
+    add_bases_option(commands.add_parser("images", help="build hello-api:slim and hello-api:distroless"))
+    render = commands.add_parser("report", help="render report.md and chart.svg again from results.json")
+    render.add_argument("directory", type=Path)
+    verify = commands.add_parser("check", help="check that a results directory is complete and renders")
+    verify.add_argument("directory", type=Path)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["study", *argv]
     options = parser.parse_args(argv)
+
     if options.command == "bases":
         bases.make_bases(options.rebuild)
         print("build arguments for these bases: " + " ".join(bases.build_args()))
     elif options.command == "images":
         images.build_images(images.choose_offline(options.bases))
+    elif options.command == "study":
+        if options.runs is not None and options.runs < 3:
+            parser.error("--runs must be at least 3: a median of fewer runs says little")
+        plan = study.Plan.for_mode(options.quick, options.runs)
+        study.run_study(images.choose_offline(options.bases), plan, options.output, options.label)
+    elif options.command == "report":
+        study.rerender(options.directory)
+    elif options.command == "check":
+        problems = report.check(options.directory)
+        for problem in problems:
+            print(f"bench check: {problem}", file=sys.stderr)
+        if problems:
+            return 1
+        print(f"bench check: {options.directory} is complete and renders")
     return 0

@@ -1,0 +1,300 @@
+"""One function per study. Each measures for real, returns plain data, and prints what it runs."""
+
+import http.client
+import re
+import shutil
+import statistics
+import subprocess
+import tarfile
+import tempfile
+import time
+import uuid
+import zlib
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+from .docker import ROOT, docker, docker_command, progress
+from .images import Variant, build
+
+CONTAINER_PORT = 5000
+NOOP = "noop"  # the floor for start-up: a container that starts and does nothing
+
+
+def summary(values: list[float]) -> dict:
+    """min / median / p90 / max of repeated measurements, plus the raw values."""
+    ordered = sorted(values)
+    p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+    return {"min": ordered[0], "median": statistics.median(ordered), "p90": p90, "max": ordered[-1],
+            "runs": len(ordered), "values": values}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# ---- size -------------------------------------------------------------------------------------------
+
+def gzip_size(tag: str) -> int:
+    """Bytes of `docker save TAG | gzip`: about what a pull moves over the wire."""
+    command = [*docker_command(), "save", tag]
+    progress("$ " + " ".join(command) + " | gzip | wc -c")
+    compressor, total = zlib.compressobj(6, zlib.DEFLATED, 31), 0
+    with subprocess.Popen(command, stdout=subprocess.PIPE) as save:
+        while chunk := save.stdout.read(1 << 20):
+            total += len(compressor.compress(chunk))
+    return total + len(compressor.flush())
+
+
+def filesystem_facts(tag: str) -> dict:
+    """File count, shell and package manager presence, read from `docker export` of a created container."""
+    name = f"hello-api-inspect-{uuid.uuid4().hex[:8]}"
+    docker("create", "--name", name, tag)
+    try:
+        command = [*docker_command(), "export", name]
+        progress("$ " + " ".join(command) + " | tar t")
+        names, files = set(), 0
+        with subprocess.Popen(command, stdout=subprocess.PIPE) as export, \
+                tarfile.open(fileobj=export.stdout, mode="r|") as tar:
+            for member in tar:
+                names.add(member.name.lstrip("./"))
+                files += member.isfile()
+    finally:
+        docker("rm", "-f", name, check=False, quiet=True)
+    present = lambda *paths: any(p in names for p in paths)  # noqa: E731
+    return {
+        "files": files,
+        "shell": present("bin/sh", "usr/bin/sh", "bin/bash", "usr/bin/bash"),
+        "package_manager": present("usr/bin/apt", "usr/bin/apt-get", "usr/bin/dpkg"),
+        "pip": any(n.endswith(("/pip", "/pip3")) and "/bin/" in n for n in names),
+    }
+
+
+def size_study(variant: Variant) -> dict:
+    tag = variant.tag
+    layers = docker("history", "--no-trunc", "--human=false", "--format", "{{.Size}}\t{{.CreatedBy}}", tag)
+    layer_rows = [line.split("\t", 1) for line in layers.stdout.splitlines() if line.strip()]
+    python = docker("run", "--rm", "--entrypoint", "python3", tag, "-c",
+                    "import platform; print(platform.python_version())")
+    return {
+        "uncompressed_bytes": int(docker("image", "inspect", "--format", "{{.Size}}", tag).stdout),
+        "compressed_bytes": gzip_size(tag),
+        "layers": [{"bytes": int(size), "created_by": created[:160]} for size, created in reversed(layer_rows)],
+        "python": python.stdout.strip(),
+        **filesystem_facts(tag),
+    }
+
+
+# ---- build cache ------------------------------------------------------------------------------------
+
+def step_counts(output: str) -> dict:
+    """From BuildKit's plain progress: build steps ("[stage n/m] ..."), and how many came from cache."""
+    titles, cached = {}, set()
+    for line in output.splitlines():
+        number, _, rest = line.partition(" ")
+        if number.startswith("#") and re.match(r"\[[\w-]+ \d+/\d+\]|\[\d+/\d+\]", rest):
+            titles.setdefault(number, rest)
+        elif number.startswith("#") and rest == "CACHED":
+            cached.add(number)
+    reran = [title for number, title in titles.items() if number not in cached]
+    return {"steps": len(titles), "cached": len(cached & set(titles)), "reran": reran,
+            "dependency_step_reran": any("pip install" in title for title in reran)}
+
+
+def cache_study(variant: Variant, offline: bool, dependency_file: str, code_file: str) -> dict:
+    """Cold, no-change, code-edit and dependency-edit builds of a temporary copy of the context."""
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="hello-api-cache-") as work:
+        context = Path(work) / "context"
+        shutil.copytree(variant.context, context, ignore=shutil.ignore_patterns(
+            ".git", ".venv", "__pycache__", "results", ".pytest_cache", ".hypothesis", "*.egg-info"))
+        copy = replace(variant, tag=f"hello-api-cache-study:{variant.name}", context=context)
+        edits = {
+            "cold": (None, ["--no-cache"]),
+            "no_change": (None, []),
+            "code_edit": (code_file, []),
+            "dependency_edit": (dependency_file, []),
+        }
+        try:
+            for label, (edited, extra) in edits.items():
+                if edited:
+                    with (context / edited).open("a") as file:
+                        file.write(f"\n# edited by the bench {uuid.uuid4().hex}\n")
+                seconds, output = build(copy, offline, extra=extra)
+                results[label] = {"seconds": seconds, **step_counts(output)}
+                progress(f"{variant.name} {label}: {seconds:.1f}s, "
+                         f"{results[label]['cached']}/{results[label]['steps']} steps cached")
+        finally:
+            docker("rmi", "-f", copy.tag, check=False, quiet=True)
+    cold = results["cold"]["seconds"]
+    results["code_edit_share_of_cold"] = results["code_edit"]["seconds"] / cold if cold else None
+    return results
+
+
+# ---- containers -------------------------------------------------------------------------------------
+
+@contextmanager
+def running(tag: str, *args: str, command: tuple[str, ...] = ()):
+    """A detached container with the service port mapped to a free loopback port; removed afterwards."""
+    name, port = f"hello-api-bench-{uuid.uuid4().hex[:8]}", free_port()
+    docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:{CONTAINER_PORT}", *args, tag, *command,
+           quiet=True)
+    try:
+        yield name, port
+    finally:
+        docker("rm", "-f", name, check=False, quiet=True)
+
+
+def get_status(port: int, path: str = "/health", timeout: float = 0.2) -> int | None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return None  # the port proxy accepts before the app listens: resets and empty replies mean "not yet"
+    finally:
+        connection.close()
+
+
+def wait_for_200(port: int, deadline_seconds: float = 30.0) -> float | None:
+    """Seconds until /health answers 200, polling with short timeouts; None if it never does."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < deadline_seconds:
+        if get_status(port) == 200:
+            return time.perf_counter() - started
+        time.sleep(0.005)
+    return None
+
+
+def startup_once(tag: str) -> float:
+    """`docker run -d` to the first 200 from /health, in seconds."""
+    name, port = f"hello-api-bench-{uuid.uuid4().hex[:8]}", free_port()
+    command = [*docker_command(), "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:{CONTAINER_PORT}", tag]
+    started = time.perf_counter()
+    try:
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+        waited = wait_for_200(port)
+        if waited is None:
+            raise RuntimeError(f"{tag} never answered /health 200 within 30 s; see docker logs {name}")
+        return time.perf_counter() - started
+    finally:
+        docker("rm", "-f", name, check=False, quiet=True)
+
+
+def noop_once(image: str) -> float:
+    """`docker run -d` of a container that only sleeps, with the same port mapping: the floor."""
+    name, port = f"hello-api-bench-{uuid.uuid4().hex[:8]}", free_port()
+    command = [*docker_command(), "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:{CONTAINER_PORT}",
+               "--entrypoint", "python3", image, "-c", "import time; time.sleep(120)"]
+    started = time.perf_counter()
+    try:
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+        return time.perf_counter() - started
+    finally:
+        docker("rm", "-f", name, check=False, quiet=True)
+
+
+def startup_study(tags: dict[str, str], noop_image: str, runs: int) -> dict:
+    """Interleaved rounds (every variant and the noop once per round), so drift hits all alike."""
+    progress(f"start-up: {runs} rounds of: docker run -d -p 127.0.0.1:PORT:5000 TAG, then GET /health "
+             f"until 200; noop: docker run -d ... --entrypoint python3 {noop_image} -c 'sleep'")
+    samples: dict[str, list[float]] = {name: [] for name in [*tags, NOOP]}
+    startup_once(next(iter(tags.values())))  # warm-up: first container start after a build is slower
+    for round_number in range(runs):
+        samples[NOOP].append(noop_once(noop_image))
+        for name, tag in tags.items():
+            samples[name].append(startup_once(tag))
+        progress(f"start-up round {round_number + 1}/{runs}: " +
+                 ", ".join(f"{n} {s[-1] * 1000:.0f}ms" for n, s in samples.items()))
+    return {name: summary(values) for name, values in samples.items()}
+
+
+def stop_study(tag: str, runs: int) -> dict:
+    """`docker stop` wall time (Docker's default 10 s grace) and the exit code it leaves."""
+    seconds, codes = [], []
+    for _ in range(runs):
+        with running(tag) as (name, port):
+            if wait_for_200(port) is None:
+                raise RuntimeError(f"{tag} never became ready for the stop study")
+            started = time.perf_counter()
+            docker("stop", name, quiet=True, timeout=60)
+            seconds.append(time.perf_counter() - started)
+            codes.append(int(docker("inspect", "--format", "{{.State.ExitCode}}", name, quiet=True).stdout))
+    return {**summary(seconds), "exit_codes": codes}
+
+
+RSS_PROBE = "print(next(l.split()[1] for l in open('/proc/1/status') if l.startswith('VmRSS')))"
+
+
+def rss_kib(name: str) -> int:
+    """Resident memory of the container's PID 1 (the server), read from inside with the image's Python."""
+    return int(docker("exec", name, "python3", "-c", RSS_PROBE, quiet=True).stdout)
+
+
+# ---- throughput -------------------------------------------------------------------------------------
+
+def parse_wrk(output: str) -> dict:
+    def seconds(value: str) -> float:
+        number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()
+        return float(number) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+
+    result = {"requests_per_second": float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1]),
+              "requests": int(re.search(r"(\d+) requests in", output)[1]),
+              "p50_seconds": seconds(re.search(r"^\s+50%\s+(\S+)", output, re.MULTILINE)[1]),
+              "p99_seconds": seconds(re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE)[1]),
+              "non_2xx": 0, "socket_errors": 0}
+    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
+        result["non_2xx"] = int(match[1])
+    if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):
+        result["socket_errors"] = sum(int(n) for n in match.groups())
+    return result
+
+
+def wrk(port: int, seconds: int, connections: int, during=None, path: str = "/hello/bench") -> dict:
+    """One wrk run; `during()` is called halfway through, while the load is on."""
+    command = ["wrk", "--latency", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
+               f"http://127.0.0.1:{port}{path}"]
+    progress("$ " + " ".join(command))
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as load:
+        if during:
+            time.sleep(seconds / 2)
+            during()
+        output, _ = load.communicate(timeout=seconds + 60)
+    if load.returncode != 0:
+        raise RuntimeError(f"wrk failed ({load.returncode}): {output[-500:]}")
+    return parse_wrk(output)
+
+
+def load_study(tag: str, seconds: int, connections: int, runs: int) -> dict:
+    """RSS idle, then repeated wrk runs through the -p mapping, with RSS sampled in the middle of each."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("the throughput study needs wrk on PATH: apt-get install wrk (or brew install wrk)")
+    with running(tag) as (name, port):
+        if wait_for_200(port) is None:
+            raise RuntimeError(f"{tag} never became ready for the load study")
+        for _ in range(20):
+            get_status(port, "/hello/warm", timeout=2)
+        time.sleep(2)
+        idle = rss_kib(name)
+        wrk(port, 1, connections)  # warm-up, discarded
+        attempts, under_load = [], []
+        for _ in range(runs):
+            attempts.append(wrk(port, seconds, connections, during=lambda: under_load.append(rss_kib(name))))
+    rps = [a["requests_per_second"] for a in attempts]
+    middle = attempts[rps.index(statistics.median_low(rps))]
+    return {"connections": connections, "seconds": seconds, "runs": attempts,
+            "requests_per_second": summary(rps), "p50_seconds": middle["p50_seconds"],
+            "p99_seconds": middle["p99_seconds"], "non_2xx": sum(a["non_2xx"] for a in attempts),
+            "socket_errors": sum(a["socket_errors"] for a in attempts),
+            "rss_idle_kib": idle, "rss_under_load_kib": max(under_load)}
+
+
+def docker_version() -> str:
+    return docker("version", "--format", "{{.Server.Version}}", quiet=True).stdout.strip()
+
+
+__all__ = ["ROOT", "cache_study", "docker_version", "load_study", "size_study", "startup_study", "stop_study"]
