@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import bases, images, report, study
+from . import bases, images, reliability, report, study
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest"
 
@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     make = commands.add_parser("bases", help="make both base images from Debian trixie packages (no registry)")
     make.add_argument("--rebuild", action="store_true", help="make them again even if they exist")
     add_bases_option(commands.add_parser("images", help="build hello-api:slim and hello-api:distroless"))
+    abuse = commands.add_parser("reliability", help="soak and stop-under-load runs of both images (minutes)")
+    add_bases_option(abuse)
+    abuse.add_argument("--quick", action="store_true", help="a 20 s soak instead of 60 s")
+    abuse.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default {DEFAULT_OUTPUT}")
     render = commands.add_parser("report", help="render report.md and chart.svg again from results.json")
     render.add_argument("directory", type=Path)
     verify = commands.add_parser("check", help="check that a results directory is complete and renders")
@@ -51,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--runs must be at least 3: a median of fewer runs says little")
         plan = study.Plan.for_mode(options.quick, options.runs)
         study.run_study(images.choose_offline(options.bases), plan, options.output, options.label)
+    elif options.command == "reliability":
+        images.build_images(images.choose_offline(options.bases))
+        reliability.run_reliability(options.output, options.quick)
+        if (options.output / "results.json").is_file():
+            study.rerender(options.output)  # so report.md links the reliability results beside it
     elif options.command == "report":
         study.rerender(options.directory)
     elif options.command == "check":

@@ -269,11 +269,12 @@ def wrk(port: int, seconds: int, connections: int, during=None, path: str = "/he
     return parse_wrk(output)
 
 
-def load_study(tag: str, seconds: int, connections: int, runs: int) -> dict:
+def load_study(tag: str, seconds: int, connections: int, runs: int, env: dict[str, str] | None = None) -> dict:
     """RSS idle, then repeated wrk runs through the -p mapping, with RSS sampled in the middle of each."""
     if shutil.which("wrk") is None:
         raise SystemExit("the throughput study needs wrk on PATH: apt-get install wrk (or brew install wrk)")
-    with running(tag) as (name, port):
+    options = [f"-e{key}={value}" for key, value in (env or {}).items()]
+    with running(tag, *options) as (name, port):
         if wait_for_200(port) is None:
             raise RuntimeError(f"{tag} never became ready for the load study")
         for _ in range(20):

@@ -141,8 +141,10 @@ def throughput_table(v: dict) -> str:
                   "socket errors"], rows)
 
 
-def markdown(results: dict) -> str:
+def markdown(results: dict, has_reliability: bool = False) -> str:
     v, m, plan = results["variants"], results["machine"], results["plan"]
+    reliability_link = ("Load, faults and hostile clients: [reliability.md](reliability.md) "
+                        "(`python -m bench reliability`).\n\n" if has_reliability else "")
     load = next(iter(v.values()))["load"]
     targets = table(["target", "measured", "met"],
                     [[t["target"], t["measured"], "yes" if t["met"] else "**no**"] for t in results["targets"]])
@@ -209,7 +211,7 @@ wrk and the server share the machine's {m['cpus']} CPUs.
 
 {throughput_table(v)}
 
-Raw figures: [results.json](results.json). Re-render: `python -m bench report DIR`.
+{reliability_link}Raw figures: [results.json](results.json). Re-render: `python -m bench report DIR`.
 """
 
 
@@ -241,8 +243,8 @@ def svg_chart(results: dict) -> str:
         y = 40 + i * (bar_height + gap)
         parts.append(f'<text x="{left - 8}" y="{y + 15}" text-anchor="end">{name}</text>')
         colour = colours.get(name, "#888")
-        w = panel_width * sizes[name] / max_size
-        wc = panel_width * packed[name] / max_size
+        w = (panel_width - 80) * sizes[name] / max_size  # room left for the label
+        wc = (panel_width - 80) * packed[name] / max_size
         parts.append(bar(left, y, w, bar_height, colour, opacity=0.45))
         parts.append(bar(left, y, wc, bar_height, colour))
         parts.append(f'<text x="{left + w + 4:.1f}" y="{y + 15}">{sizes[name]:.0f} ({packed[name]:.0f})</text>')
@@ -261,7 +263,7 @@ def svg_chart(results: dict) -> str:
 
 def write_all(results: dict, directory: Path) -> None:
     (directory / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    (directory / "report.md").write_text(markdown(results))
+    (directory / "report.md").write_text(markdown(results, (directory / "reliability.json").is_file()))
     (directory / "chart.svg").write_text(svg_chart(results))
 
 
@@ -274,12 +276,18 @@ def check(directory: Path) -> list[str]:
     if problems:
         return problems
     results = json.loads((directory / "results.json").read_text())
-    if markdown(results) != (directory / "report.md").read_text():
+    if markdown(results, (directory / "reliability.json").is_file()) != (directory / "report.md").read_text():
         problems.append("report.md is not what results.json renders to: run python -m bench report DIR")
     text = (directory / "report.md").read_text()
     for heading in ("## Targets", "## Size", "## Build cache", "## Start-up", "## Stop", "## Memory", "## Throughput"):
         if heading not in text:
             problems.append(f"report.md has no '{heading}' section")
+    if (directory / "reliability.json").is_file():
+        from .reliability import markdown as reliability_markdown
+
+        rendered = reliability_markdown(json.loads((directory / "reliability.json").read_text()))
+        if not (directory / "reliability.md").is_file() or (directory / "reliability.md").read_text() != rendered:
+            problems.append("reliability.md is missing or not what reliability.json renders to")
     try:
         root = ElementTree.fromstring((directory / "chart.svg").read_text())
         if len(root.findall("{http://www.w3.org/2000/svg}rect")) < 1 + 3 * len(results["variants"]):

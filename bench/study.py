@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import measure, report
+from . import measure, reliability, report
 from .docker import progress
 from .images import VARIANTS, build
 
@@ -83,6 +83,10 @@ def run_study(offline: bool, plan: Plan, output: Path, label: str) -> dict:
 
 
 def rerender(directory: Path) -> None:
+    """Write report.md, chart.svg (and reliability.md, when its JSON is there) again from the JSON."""
     results = json.loads((directory / "results.json").read_text())
     results["targets"] = report.evaluate_targets(results)
     report.write_all(results, directory)
+    if (directory / "reliability.json").is_file():
+        abuse = json.loads((directory / "reliability.json").read_text())
+        (directory / "reliability.md").write_text(reliability.markdown(abuse))

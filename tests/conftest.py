@@ -4,13 +4,18 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
 
+from bench.docker import docker, engine_available, image_exists
+from bench.images import VARIANTS
+
 ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ["slim", "distroless"]
 
 
 def free_port() -> int:
@@ -72,3 +77,51 @@ def start_service():
         if running.process.poll() is None:
             running.process.kill()
             running.process.communicate(timeout=10)
+
+
+# ---- containers (the tests marked docker) ------------------------------------------------------------
+
+def unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: container tests must run, not skip)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def engine() -> None:
+    if not engine_available():
+        unavailable("no Docker engine answers: start dockerd, or set DOCKER to a working client")
+
+
+@pytest.fixture(params=IMAGES)
+def image(request, engine) -> str:
+    tag = VARIANTS[request.param].tag
+    if not image_exists(tag):
+        unavailable(f"{tag} is not built: run python -m bench images (or --offline)")
+    return request.param
+
+
+@pytest.fixture
+def run_container():
+    """`docker run -d` with a unique name and a free host port mapped to the container port."""
+    names = []
+
+    def run(variant: str, *args: str, env: dict[str, str] | None = None, container_port: int = 5000,
+            wait: bool = True) -> tuple[str, str]:
+        name, port = f"hello-api-test-{uuid.uuid4().hex[:10]}", free_port()
+        options = [f"-e{key}={value}" for key, value in (env or {}).items()]
+        docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:{container_port}", *options, *args,
+               VARIANTS[variant].tag)
+        names.append(name)
+        url = f"http://127.0.0.1:{port}"
+        if wait:
+            wait_for_health(url, seconds=30)
+        return name, url
+
+    yield run
+    for name in names:
+        docker("rm", "-f", name, check=False)
+
+
+def inspect(name: str, template: str) -> str:
+    return docker("inspect", "--format", template, name, quiet=True).stdout.strip()

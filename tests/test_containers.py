@@ -4,7 +4,6 @@ Needs a Docker engine and the images (`python -m bench images`, or `--offline`).
 them these tests skip; under CI=true a missing engine or image is a failure.
 """
 
-import os
 import shutil
 import tempfile
 import time
@@ -13,60 +12,13 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import ROOT, free_port, wait_for_health
+from conftest import IMAGES, ROOT, inspect, unavailable
 
 from bench import bases
-from bench.docker import docker, engine_available, image_exists
+from bench.docker import docker, image_exists
 from bench.images import VARIANTS, build
 
 pytestmark = pytest.mark.docker
-IMAGES = ["slim", "distroless"]
-
-
-def unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: container tests must run, not skip)")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def engine() -> None:
-    if not engine_available():
-        unavailable("no Docker engine answers: start dockerd, or set DOCKER to a working client")
-
-
-@pytest.fixture(params=IMAGES)
-def image(request, engine) -> str:
-    tag = VARIANTS[request.param].tag
-    if not image_exists(tag):
-        unavailable(f"{tag} is not built: run python -m bench images (or --offline)")
-    return request.param
-
-
-@pytest.fixture
-def run_container():
-    """`docker run -d` with a unique name and a free host port mapped to the container port."""
-    names = []
-
-    def run(variant: str, *args: str, env: dict[str, str] | None = None, container_port: int = 5000,
-            wait: bool = True) -> tuple[str, str]:
-        name, port = f"hello-api-test-{uuid.uuid4().hex[:10]}", free_port()
-        options = [f"-e{key}={value}" for key, value in (env or {}).items()]
-        docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:{container_port}", *options, *args,
-               VARIANTS[variant].tag)
-        names.append(name)
-        url = f"http://127.0.0.1:{port}"
-        if wait:
-            wait_for_health(url, seconds=30)
-        return name, url
-
-    yield run
-    for name in names:
-        docker("rm", "-f", name, check=False)
-
-
-def inspect(name: str, template: str) -> str:
-    return docker("inspect", "--format", template, name, quiet=True).stdout.strip()
 
 
 def test_serves_the_endpoints_with_app_env_from_docker_run(image, run_container):

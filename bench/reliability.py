@@ -1,0 +1,175 @@
+"""`python -m bench reliability`: the long checks, too slow for the test suite.
+
+- soak: wrk at 64 connections for 60 s (quick: 20 s): socket errors, non-2xx, and RSS growth between
+  10 s in and the end;
+- stop under load: `docker stop` while wrk runs: the server's access log (what it answered) against what
+  wrk received, the exit code, and the client-side failures, counted.
+Loopback and the project's own containers only; every run is bounded by wrk's duration.
+"""
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from .docker import docker, progress
+from .images import VARIANTS
+from .measure import get_status, load_study, rss_kib, running, wait_for_200, wrk
+
+IMAGES = ("slim", "distroless")
+CONNECTIONS = 64
+
+
+def soak(tag: str, seconds: int) -> dict:
+    with running(tag) as (name, port):
+        if wait_for_200(port) is None:
+            raise RuntimeError(f"{tag} never became ready for the soak")
+        samples = {}
+
+        def sample_at(offset: float, label: str) -> threading.Timer:
+            timer = threading.Timer(offset, lambda: samples.__setitem__(label, rss_kib(name)))
+            timer.start()
+            return timer
+
+        timers = [sample_at(10, "rss_at_10s_kib"), sample_at(seconds - 1, "rss_at_end_kib")]
+        result = wrk(port, seconds, CONNECTIONS, path="/hello/soak")
+        for timer in timers:
+            timer.join()
+    growth = samples["rss_at_end_kib"] / samples["rss_at_10s_kib"] - 1
+    return {**result, **samples, "seconds": seconds, "connections": CONNECTIONS, "rss_growth": growth,
+            "ok": result["socket_errors"] == 0 and result["non_2xx"] == 0 and growth < 0.10}
+
+
+def stop_under_load(tag: str, seconds: int = 8, stop_after: float = 3.0) -> dict:
+    with running(tag) as (name, port):
+        if wait_for_200(port) is None:
+            raise RuntimeError(f"{tag} never became ready for the stop-under-load run")
+        outcome = {}
+
+        def stop_later() -> None:
+            time.sleep(stop_after)
+            started = time.perf_counter()
+            docker("stop", name, quiet=True, timeout=60)
+            outcome["stop_seconds"] = time.perf_counter() - started
+
+        stopper = threading.Thread(target=stop_later)
+        stopper.start()
+        received = wrk(port, seconds, CONNECTIONS, path="/hello/stop")
+        stopper.join()
+        logs = docker("logs", name, quiet=True)
+        exit_code = int(docker("inspect", "--format", "{{.State.ExitCode}}", name, quiet=True).stdout)
+    answered = sum(" GET /hello/stop 200 " in line for line in logs.stdout.splitlines())
+    return {"exit_code": exit_code, "stop_seconds": outcome["stop_seconds"], "answered_by_server": answered,
+            "received_by_client": received["requests"], "lost": answered - received["requests"],
+            "client_socket_errors": received["socket_errors"], "client_non_2xx": received["non_2xx"],
+            "server_said": next((line for line in logs.stderr.splitlines() if "Stopped" in line), ""),
+            "ok": exit_code == 0 and answered == received["requests"]}
+
+
+def threads_before_after(tag: str, seconds: int) -> dict:
+    """waitress's default 4 worker threads against this project's 8, same image, same load."""
+    return {str(threads): load_study(tag, seconds, CONNECTIONS, runs=2, env={"APP_THREADS": str(threads)})
+            for threads in (4, 8)}
+
+
+def slowloris_before_after(tag: str, connections: int = 300) -> dict:
+    """Half-sent requests against waitress's default connection limit (100) and this project's (1000):
+    is a fresh client still answered within 1 s?"""
+    import socket
+
+    outcome = {}
+    for limit in (100, 1000):
+        with running(tag, f"-eAPP_CONNECTION_LIMIT={limit}") as (_, port):
+            if wait_for_200(port) is None:
+                raise RuntimeError(f"{tag} never became ready for the slowloris run")
+            idle = []
+            try:
+                for _ in range(connections):
+                    idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+                    idle[-1].sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                outcome[str(limit)] = get_status(port, timeout=1.0) == 200
+            finally:
+                for connection in idle:
+                    connection.close()
+    return {"half_sent_connections": connections, "fresh_client_served": outcome}
+
+
+def run_reliability(output: Path, quick: bool) -> dict:
+    output.mkdir(parents=True, exist_ok=True)
+    seconds = 20 if quick else 60
+    results = {"mode": "quick" if quick else "full", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "images": {}}
+    for name in IMAGES:
+        tag = VARIANTS[name].tag
+        progress(f"soak: {tag}, wrk -c{CONNECTIONS} for {seconds}s")
+        results["images"][name] = {"soak": soak(tag, seconds)}
+        progress(f"stop under load: {tag}")
+        results["images"][name]["stop_under_load"] = stop_under_load(tag)
+    slim = VARIANTS["slim"].tag
+    progress(f"tuning record: APP_THREADS 4 vs 8 on {slim}")
+    results["tuning"] = {"threads": threads_before_after(slim, 5 if quick else 10)}
+    progress(f"tuning record: slowloris against APP_CONNECTION_LIMIT 100 vs 1000 on {slim}")
+    results["tuning"]["connection_limit"] = slowloris_before_after(slim)
+    (output / "reliability.json").write_text(json.dumps(results, indent=2) + "\n")
+    (output / "reliability.md").write_text(markdown(results))
+    progress(f"results in {output}/: reliability.json, reliability.md")
+    return results
+
+
+def markdown(results: dict) -> str:
+    soak_rows, stop_rows = [], []
+    for name, r in results["images"].items():
+        s, t = r["soak"], r["stop_under_load"]
+        soak_rows.append(f"| `{name}` | {s['requests_per_second']:,.0f} | {s['p99_seconds'] * 1000:.1f} ms | "
+                         f"{s['socket_errors']} | {s['non_2xx']} | {s['rss_at_10s_kib'] / 1024:.1f} → "
+                         f"{s['rss_at_end_kib'] / 1024:.1f} MiB ({s['rss_growth']:+.1%}) | "
+                         f"{'yes' if s['ok'] else '**no**'} |")
+        stop_rows.append(f"| `{name}` | {t['exit_code']} | {t['stop_seconds']:.2f} s | {t['answered_by_server']:,} | "
+                         f"{t['received_by_client']:,} | {t['lost']} | {t['client_socket_errors']:,} | "
+                         f"{'yes' if t['ok'] else '**no**'} |")
+    first = next(iter(results["images"].values()))["soak"]
+    threads = results["tuning"]["threads"]
+    thread_rows = "\n".join(
+        f"| {n} | {t['requests_per_second']['median']:,.0f} | {t['p50_seconds'] * 1000:.1f} ms | "
+        f"{t['p99_seconds'] * 1000:.1f} ms | {t['socket_errors']} |" for n, t in threads.items())
+    loris = results["tuning"]["connection_limit"]
+    loris_rows = "\n".join(f"| {limit} | {'yes' if served else '**no**'} |"
+                            for limit, served in loris["fresh_client_served"].items())
+    return f"""# Reliability: {results['mode']} run, {results['date']}
+
+## Soak
+
+`wrk --latency -t2 -c{first['connections']} -d{first['seconds']}s --timeout 5s http://127.0.0.1:PORT/hello/soak`
+through the `-p` mapping; RSS of the server (PID 1) 10 s in and 1 s before the end. Passes with no socket
+errors, no non-2xx and RSS growth under 10%.
+
+| image | req/s | p99 | socket errors | non-2xx | RSS 10 s → end | passes |
+|---|---|---|---|---|---|---|
+{chr(10).join(soak_rows)}
+
+## Stop under load
+
+`docker stop` 3 s into an 8 s `wrk -c{CONNECTIONS}` run. *Answered by server*: access-log lines; *received by
+client*: responses wrk completed; *lost* is their difference and must be 0. Client socket errors are the
+connections refused or closed after the server stopped listening, counted, not hidden.
+
+| image | exit code | stop took | answered by server | received by client | lost | client socket errors | passes |
+|---|---|---|---|---|---|---|---|
+{chr(10).join(stop_rows)}
+
+## Tuning record (slim image)
+
+Worker threads, before (waitress's default) and after (this project's default), `wrk -c{CONNECTIONS}`,
+median of 2 runs of {next(iter(threads.values()))['seconds']} s each:
+
+| APP_THREADS | req/s | p50 | p99 | socket errors |
+|---|---|---|---|---|
+{thread_rows}
+
+Connection limit, before (waitress's default 100) and after (this project's 1000): with
+{loris['half_sent_connections']} half-sent requests held open, does a fresh client get `/health` 200 within 1 s?
+
+| APP_CONNECTION_LIMIT | fresh client served |
+|---|---|
+{loris_rows}
+"""

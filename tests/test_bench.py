@@ -1,0 +1,123 @@
+"""The bench's own logic, without Docker: parsing wrk and BuildKit, statistics, the report and its check."""
+
+import json
+
+import pytest
+
+from bench import report
+from bench.images import VARIANTS, naive_order
+from bench.measure import parse_wrk, step_counts, summary
+
+WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:5000/hello/bench
+  2 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     6.50ms    3.10ms  40.01ms   90.00%
+  Latency Distribution
+     50%    6.06ms
+     75%    7.00ms
+     90%    9.00ms
+     99%   17.47ms
+  7518 requests in 3.00s, 1.20MB read
+  Socket errors: connect 1, read 2, write 0, timeout 3
+  Non-2xx or 3xx responses: 4
+Requests/sec:   2506.12
+Transfer/sec:    410.00KB
+"""
+
+BUILDKIT_OUTPUT = """#1 [internal] load build definition from Dockerfile
+#5 [build 1/7] FROM docker.io/library/python:3.13-slim
+#5 CACHED
+#7 [build 3/7] COPY requirements.lock .
+#7 CACHED
+#8 [build 4/7] RUN --mount=type=cache,target=/root/.cache/pip python3 -m pip install -r requirements.lock
+#8 CACHED
+#9 [build 6/7] COPY service/ service/
+#9 DONE 0.1s
+#10 [runtime 5/6] COPY --from=build /app/service /app/service
+#10 DONE 0.1s
+"""
+
+
+def test_parse_wrk_reads_rate_percentiles_and_every_error_count():
+    parsed = parse_wrk(WRK_OUTPUT)
+    assert parsed == {"requests_per_second": 2506.12, "requests": 7518, "p50_seconds": pytest.approx(0.00606),
+                      "p99_seconds": pytest.approx(0.01747), "non_2xx": 4, "socket_errors": 6}
+
+
+def test_step_counts_reads_cache_hits_and_whether_pip_reran():
+    counts = step_counts(BUILDKIT_OUTPUT)
+    assert (counts["steps"], counts["cached"], counts["dependency_step_reran"]) == (5, 3, False)
+    rerun = step_counts(BUILDKIT_OUTPUT.replace("#8 CACHED\n", "#8 DONE 2.0s\n"))
+    assert rerun["dependency_step_reran"] is True
+
+
+def test_summary_gives_min_median_p90_max():
+    result = summary([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert (result["min"], result["median"], result["max"], result["runs"]) == (1.0, 3.0, 5.0, 5)
+    assert result["p90"] == 5.0
+
+
+def test_the_naive_variant_differs_from_slim_only_in_copy_order():
+    slim = VARIANTS["slim"].dockerfile_text()
+    naive = VARIANTS["naive"].dockerfile_text()
+    assert naive.index("COPY . .") < naive.index("pip install")
+    assert "COPY service/ service/" not in naive
+    assert [line for line in slim.splitlines() if "COPY" not in line and not line.startswith("#")] == \
+        [line for line in naive.splitlines() if "COPY" not in line and not line.startswith("#")]
+    with pytest.raises(ValueError):
+        naive_order("FROM scratch\n")
+
+
+def synthetic_results() -> dict:
+    def variant(size: int, startup: float, rps: float) -> dict:
+        build = {"seconds": 2.0, "steps": 10, "cached": 5, "reran": [], "dependency_step_reran": False}
+        return {
+            "tag": "t", "note": "n",
+            "size": {"uncompressed_bytes": size, "compressed_bytes": size // 3, "layers": [
+                {"bytes": size, "created_by": "COPY x | y"}], "python": "3.13.5", "files": 10, "shell": True,
+                "package_manager": False, "pip": True},
+            "cache": {"cold": build, "no_change": build, "code_edit": build, "dependency_edit": build,
+                      "code_edit_share_of_cold": 1.0},
+            "startup": summary([startup, startup * 1.1, startup * 0.9]),
+            "stop": {**summary([0.2, 0.3, 0.25]), "exit_codes": [0, 0, 0]},
+            "load": {"connections": 16, "seconds": 10, "runs": [], "requests_per_second": summary([rps, rps]),
+                     "p50_seconds": 0.005, "p99_seconds": 0.02, "non_2xx": 0, "socket_errors": 0,
+                     "rss_idle_kib": 16000, "rss_under_load_kib": 17000},
+        }
+
+    return {"label": "synthetic", "mode": "quick", "plan": {"startup_runs": 3, "stop_runs": 3, "load_runs": 2},
+            "machine": {"date": "d", "platform": "p", "cpus": 2, "docker_server": "20.10", "bases": "local"},
+            "noop_startup": summary([0.3, 0.31, 0.29]),
+            "variants": {"seed": variant(120_000_000, 0.6, 600), "naive": variant(110_000_000, 0.4, 2400),
+                         "slim": variant(110_000_000, 0.4, 2500), "distroless": variant(50_000_000, 0.4, 2600)}}
+
+
+def test_targets_are_judged_from_the_measurements():
+    targets = {t["target"]: t["met"] for t in report.evaluate_targets(synthetic_results())}
+    assert targets["distroless ≤ 50% of slim's uncompressed size"] is True
+    assert targets["slim: throughput ≥ 4× seed"] is True  # 2500 / 600
+    assert targets["slim: p99 ≤ 15 ms at 16 connections"] is False
+    assert targets["slim: idle RSS ≤ 10 MiB"] is False
+
+
+def test_a_written_report_passes_the_check_and_a_tampered_one_fails(tmp_path):
+    results = synthetic_results()
+    results["targets"] = report.evaluate_targets(results)
+    report.write_all(results, tmp_path)
+    assert report.check(tmp_path) == []
+    text = (tmp_path / "report.md").read_text()
+    assert "## Throughput" in text and "| `seed` |" in text and "4.17×" in text
+    (tmp_path / "report.md").write_text(text.replace("## Throughput", "## Speed"))
+    assert report.check(tmp_path)
+    (tmp_path / "chart.svg").write_text("<svg")
+    assert any("chart.svg" in problem for problem in report.check(tmp_path))
+
+
+def test_the_committed_results_render_and_pass_the_check():
+    from conftest import ROOT
+
+    committed = sorted(p.parent for p in (ROOT / "bench" / "results").glob("*/results.json"))
+    assert committed, "no committed bench run under bench/results/"
+    for directory in committed:
+        assert report.check(directory) == [], directory
+        assert json.loads((directory / "results.json").read_text())["mode"] == "full"

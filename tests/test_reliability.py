@@ -1,0 +1,142 @@
+"""Both images under abuse: hostile clients, a crash, and every bad configuration through `docker run`.
+
+Each hostile client is followed by the same check: a fresh client gets /health 200 within 1 s. The long
+load studies (soak, stop under load) are `python -m bench reliability`.
+"""
+
+import os
+import signal
+import socket
+import ssl
+import time
+
+import pytest
+import requests
+from conftest import inspect
+from test_config import INVALID
+
+from bench.docker import docker
+from bench.images import VARIANTS
+
+pytestmark = pytest.mark.docker
+FRESH_CLIENT_SECONDS = 1.0
+
+
+def fresh_client_is_served(url: str) -> None:
+    answer = requests.get(f"{url}/health", timeout=FRESH_CLIENT_SECONDS)
+    assert answer.status_code == 200
+
+
+def connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=5)
+
+
+def test_hundreds_of_half_sent_requests_leave_room_for_a_fresh_client(image, run_container):
+    _, url = run_container(image)
+    idle = []
+    try:
+        for _ in range(300):
+            connection = connect(url)
+            connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # and never another byte
+            idle.append(connection)
+        fresh_client_is_served(url)
+    finally:
+        for connection in idle:
+            connection.close()
+
+
+def test_oversized_headers_get_431_and_the_server_keeps_serving(image, run_container):
+    _, url = run_container(image)
+    answer = requests.get(f"{url}/health", headers={f"X-Big-{i}": "x" * 4000 for i in range(8)}, timeout=5)
+    assert answer.status_code == 431
+    fresh_client_is_served(url)
+
+
+@pytest.mark.parametrize("garbage", [
+    b"\x00\xff" * 512 + b"\r\n\r\n",
+    b"NOT HTTP AT ALL\r\n\r\n",
+    b"GET / HTTP/9.9\r\n\r\n",
+    b"GET /health HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+], ids=["binary", "words", "bad-version", "negative-length"])
+def test_garbage_bytes_get_an_error_or_a_close_and_the_server_keeps_serving(image, run_container, garbage):
+    _, url = run_container(image)
+    with connect(url) as connection:
+        connection.sendall(garbage)
+        reply = connection.recv(4096)
+    assert reply == b"" or reply.startswith(b"HTTP/1.")
+    assert b"Traceback" not in reply
+    fresh_client_is_served(url)
+
+
+def test_a_tls_handshake_on_the_plain_port_fails_cleanly_and_the_server_keeps_serving(image, run_container):
+    _, url = run_container(image)
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with connect(url) as raw, pytest.raises((ssl.SSLError, OSError)):
+        context.wrap_socket(raw, server_hostname="localhost")
+    fresh_client_is_served(url)
+
+
+def test_pipelined_requests_are_answered_in_order(image, run_container):
+    _, url = run_container(image)
+    names = [f"pipe{i}" for i in range(20)]
+    with connect(url) as connection:
+        connection.sendall(b"".join(f"GET /hello/{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for n in names))
+        received = b""
+        deadline = time.monotonic() + 10
+        while received.count(b"Hello, ") < len(names) and time.monotonic() < deadline:
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    order = [part.split(b"!", 1)[0].decode() for part in received.split(b"Hello, ")[1:]]
+    assert order == names
+    fresh_client_is_served(url)
+
+
+def test_a_client_that_never_reads_does_not_block_others(image, run_container):
+    _, url = run_container(image)
+    with connect(url) as hog:
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        request = b"GET /hello/" + b"x" * 90 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        hog.sendall(request * 2000)  # about 260 KB of answers it will not read
+        fresh_client_is_served(url)
+
+
+def test_a_killed_server_is_restarted_by_docker_and_serves_again(image, run_container):
+    name, url = run_container(image, "--restart", "on-failure")
+    pid = int(inspect(name, "{{.State.Pid}}"))
+    os.kill(pid, signal.SIGKILL)  # from the host: inside its namespace, PID 1 cannot be sent SIGKILL
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        restarted = int(inspect(name, "{{.RestartCount}}")) >= 1
+        if restarted and inspect(name, "{{.State.Running}}") == "true":
+            break
+        time.sleep(0.2)
+    assert int(inspect(name, "{{.RestartCount}}")) >= 1
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            fresh_client_is_served(url)
+            return
+        except (requests.RequestException, AssertionError):
+            time.sleep(0.2)
+    fresh_client_is_served(url)
+
+
+@pytest.mark.parametrize("variable", sorted(INVALID))
+def test_every_invalid_variable_stops_the_container_with_exit_2_and_one_line(image, variable):
+    value = next(v for v in INVALID[variable] if v.strip() and "\n" not in v)
+    name = f"hello-api-badconf-{os.getpid()}-{variable.lower()}-{image}"
+    try:
+        docker("run", "--name", name, "-e", f"{variable}={value}", VARIANTS[image].tag, check=False, timeout=60)
+        assert inspect(name, "{{.State.ExitCode}}") == "2"
+        logs = docker("logs", name)
+        lines = logs.stderr.splitlines()
+        assert len(lines) == 1, logs.stderr
+        assert lines[0].startswith(f"hello-api: configuration error: {variable}={value!r} is not valid: expected ")
+        assert lines[0].endswith(f"Fix or unset {variable}.")
+        assert logs.stdout == ""
+    finally:
+        docker("rm", "-f", name, check=False)
