@@ -47,7 +47,8 @@ choose_client
 if ! engine_answers; then
   can_apt || die "no Docker engine answers to '$DOCKER version': start Docker (Desktop or dockerd), or set DOCKER"
   apt_install docker.io
-  DOCKER= choose_client
+  unset DOCKER
+  choose_client
   start_engine
 fi
 export DOCKER DOCKER_BUILDKIT=1
