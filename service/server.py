@@ -15,7 +15,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import TextIO
 from urllib.parse import quote
 
 from waitress import wasyncore
@@ -30,6 +29,7 @@ log = logging.getLogger("service")
 DRAIN_POLL_SECONDS = 0.02
 SELECT_CEILING = 1024  # FD_SETSIZE
 SPARE_DESCRIPTORS = 24  # stdio, listening sockets, waitress's wake-up pipes, and a margin
+STDOUT = 1
 
 
 def configure_logging(level: str) -> None:
@@ -43,14 +43,13 @@ def wire_path(environ: dict) -> str:
     return quote(environ.get("PATH_INFO", "").encode("latin-1"), safe="/")
 
 
-def with_access_log(app: WSGIApp, stream: TextIO | None = None) -> WSGIApp:
+def with_access_log(app: WSGIApp, descriptor: int = STDOUT) -> WSGIApp:
     """One line per request on stdout: time, client, method, path as sent, status, duration.
 
     Written with one os.write per line, not through `logging`: no lock shared by the worker threads and
-    no record objects on the hot path (it measured several times faster under load). A line under
+    no record objects on the hot path (about twice the requests/s under load here). A line under
     PIPE_BUF bytes is written whole, so lines from different threads never interleave.
     """
-    descriptor = (stream or sys.stdout).fileno()
 
     def logged(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -96,8 +95,8 @@ def allow_open_files(wanted: int) -> None:
 
 
 def needs_poll(connection_limit: int) -> bool:
-    """select() cannot watch descriptors numbered 1024 or more; poll() can, but measured several times
-    slower under load here (bench/README.md), so it is used only when the connection limit needs it."""
+    """select() cannot watch descriptors numbered 1024 or more; poll() can, but waitress's poll loop
+    measured about 4x slower under load here (README, Tuning), so it is used only when needed."""
     return connection_limit + SPARE_DESCRIPTORS > SELECT_CEILING
 
 
@@ -120,7 +119,7 @@ def build_server(app: WSGIApp, settings: config.Settings, socket_map: dict) -> o
 
 
 class StopRequest:
-    """Counts SIGTERM/SIGINT and wakes the event loop, which otherwise sleeps in poll()."""
+    """Counts SIGTERM/SIGINT and wakes the event loop, which may be asleep in select() for up to 1 s."""
 
     def __init__(self, wake: Callable[[], None]) -> None:
         self.count = 0
