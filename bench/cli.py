@@ -1,10 +1,12 @@
 """The image study and its tools. Without a sub-command: `study`. Every Docker command is printed."""
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
 from . import bases, images, reliability, report, study
+from .docker import DockerError
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest"
 
@@ -26,7 +28,17 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except FileNotFoundError as missing:
+        print(f"bench: error: {missing.filename or missing} was not found: install it, or set DOCKER to a Docker "
+              "client that can build with BuildKit", file=sys.stderr)
+    except (DockerError, RuntimeError, subprocess.TimeoutExpired) as failure:
+        print(f"bench: error: {failure}", file=sys.stderr)
+    return 1
+
+
+def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     commands = parser.add_subparsers(dest="command")
     add_study_options(commands.add_parser("study", help="build all variants and run every study (default)"))
