@@ -59,10 +59,10 @@ def test_access_log_has_a_line_per_request_on_stdout_and_startup_on_stderr(start
 
 def test_a_crafted_path_cannot_forge_an_access_log_line(start_service):
     running = start_service()
-    requests.get(f"{running.url}/hello/a%0Dforged%0A2026-01-01%20GET%20forged", timeout=5)
+    requests.get(f"{running.url}/hello/a%0DFORGED%0AFORGED%20GET%20admin", timeout=5)
     _, out, _ = running.stop()
-    assert "GET /hello/a%0Dforged%0A2026-01-01%20GET%20forged 200" in out
-    assert not any(line.startswith(("2026-01-01", "forged")) for line in out.splitlines())
+    assert "GET /hello/a%0DFORGED%0AFORGED%20GET%20admin 200 " in out
+    assert not any(line.startswith("FORGED") for line in out.splitlines())
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -76,11 +76,11 @@ def test_a_stop_signal_ends_the_server_promptly_with_exit_0(start_service, signu
 
 
 def test_a_request_in_flight_at_sigterm_completes_and_new_connections_are_refused(start_service):
-    running = start_service({"SLOW_SECONDS": "1.0"}, module="slow_service")
+    running = start_service({"SLOW_SECONDS": "2.0"}, module="slow_service")
     answers = []
     slow = threading.Thread(target=lambda: answers.append(requests.get(f"{running.url}/slow", timeout=10)))
     slow.start()
-    time.sleep(0.3)
+    time.sleep(0.6)  # the request is received and being answered; the answer takes 2 s
     running.process.send_signal(signal.SIGTERM)
     time.sleep(0.2)
     with pytest.raises(requests.ConnectionError):
