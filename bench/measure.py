@@ -3,6 +3,7 @@
 import http.client
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import tarfile
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from .docker import ROOT, docker, docker_command, progress
+from .docker import docker, docker_command, progress
 from .images import Variant, build
 
 CONTAINER_PORT = 5000
@@ -30,8 +31,6 @@ def summary(values: list[float]) -> dict:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -297,5 +296,3 @@ def load_study(tag: str, seconds: int, connections: int, runs: int, env: dict[st
 def docker_version() -> str:
     return docker("version", "--format", "{{.Server.Version}}", quiet=True).stdout.strip()
 
-
-__all__ = ["ROOT", "cache_study", "docker_version", "load_study", "size_study", "startup_study", "stop_study"]

@@ -8,6 +8,7 @@ Loopback and the project's own containers only; every run is bounded by wrk's du
 """
 
 import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -75,8 +76,6 @@ def threads_before_after(tag: str, seconds: int) -> dict:
 def slowloris_before_after(tag: str, connections: int = 300) -> dict:
     """Half-sent requests against waitress's default connection limit (100) and this project's (1000):
     is a fresh client still answered within 1 s?"""
-    import socket
-
     outcome = {}
     for limit in (100, 1000):
         with running(tag, f"-eAPP_CONNECTION_LIMIT={limit}") as (_, port):

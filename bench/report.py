@@ -4,7 +4,6 @@ import json
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
-MIB = 1024 * 1024
 BASELINE = "seed"
 
 

@@ -1,6 +1,5 @@
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,15 +12,10 @@ import requests
 
 from bench.docker import docker, engine_available, image_exists
 from bench.images import VARIANTS
+from bench.measure import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ["slim", "distroless"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for_health(url: str, seconds: float = 15.0) -> None:
