@@ -136,13 +136,26 @@ def cache_study(variant: Variant, offline: bool, dependency_file: str, code_file
 
 # ---- containers -------------------------------------------------------------------------------------
 
+def publish(name: str, port: int) -> list[str]:
+    """`docker run` options: a named container with the service port on a free loopback port."""
+    return ["--name", name, "-p", f"127.0.0.1:{port}:{CONTAINER_PORT}"]
+
+
+def not_ready(tag: str, name: str) -> RuntimeError:
+    logs = docker("logs", "--tail", "5", name, check=False, quiet=True)
+    return RuntimeError(f"{tag} never answered /health 200 within 30 s; its last log lines: "
+                        f"{(logs.stdout + logs.stderr).strip()[-500:]}")
+
+
 @contextmanager
-def running(tag: str, *args: str, command: tuple[str, ...] = ()):
-    """A detached container with the service port mapped to a free loopback port; removed afterwards."""
+def running(tag: str, *args: str):
+    """A detached container, ready (its /health answered 200), with the service port mapped to a free
+    loopback port; removed afterwards."""
     name, port = f"hello-api-bench-{uuid.uuid4().hex[:8]}", free_port()
-    docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:{CONTAINER_PORT}", *args, tag, *command,
-           quiet=True)
+    docker("run", "-d", *publish(name, port), *args, tag, quiet=True)
     try:
+        if not becomes_healthy(port):
+            raise not_ready(tag, name)
         yield name, port
     finally:
         docker("rm", "-f", name, check=False, quiet=True)
@@ -159,42 +172,39 @@ def get_status(port: int, path: str = "/health", timeout: float = 0.2) -> int | 
         connection.close()
 
 
-def wait_for_200(port: int, deadline_seconds: float = 30.0) -> float | None:
-    """Seconds until /health answers 200, polling with short timeouts; None if it never does."""
+def becomes_healthy(port: int, deadline_seconds: float = 30.0) -> bool:
+    """Whether /health answers 200 within the deadline, polled every 5 ms with short timeouts."""
     started = time.perf_counter()
     while time.perf_counter() - started < deadline_seconds:
         if get_status(port) == 200:
-            return time.perf_counter() - started
+            return True
         time.sleep(0.005)
-    return None
+    return False
+
+
+def timed_start(*run_args: str, until_healthy: bool) -> float:
+    """Seconds from `docker run -d RUN_ARGS` to its return, or to the first 200 from /health."""
+    name, port = f"hello-api-bench-{uuid.uuid4().hex[:8]}", free_port()
+    command = [*docker_command(), "run", "-d", *publish(name, port), *run_args]
+    started = time.perf_counter()
+    try:
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+        if until_healthy and not becomes_healthy(port):
+            raise not_ready(run_args[-1], name)
+        return time.perf_counter() - started
+    finally:
+        docker("rm", "-f", name, check=False, quiet=True)
 
 
 def startup_once(tag: str) -> float:
     """`docker run -d` to the first 200 from /health, in seconds."""
-    name, port = f"hello-api-bench-{uuid.uuid4().hex[:8]}", free_port()
-    command = [*docker_command(), "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:{CONTAINER_PORT}", tag]
-    started = time.perf_counter()
-    try:
-        subprocess.run(command, check=True, capture_output=True, timeout=60)
-        waited = wait_for_200(port)
-        if waited is None:
-            raise RuntimeError(f"{tag} never answered /health 200 within 30 s; see docker logs {name}")
-        return time.perf_counter() - started
-    finally:
-        docker("rm", "-f", name, check=False, quiet=True)
+    return timed_start(tag, until_healthy=True)
 
 
 def noop_once(image: str) -> float:
     """`docker run -d` of a container that only sleeps, with the same port mapping: the floor."""
-    name, port = f"hello-api-bench-{uuid.uuid4().hex[:8]}", free_port()
-    command = [*docker_command(), "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:{CONTAINER_PORT}",
-               "--entrypoint", "python3", image, "-c", "import time; time.sleep(120)"]
-    started = time.perf_counter()
-    try:
-        subprocess.run(command, check=True, capture_output=True, timeout=60)
-        return time.perf_counter() - started
-    finally:
-        docker("rm", "-f", name, check=False, quiet=True)
+    return timed_start("--entrypoint", "python3", image, "-c", "import time; time.sleep(120)",
+                       until_healthy=False)
 
 
 def startup_study(tags: dict[str, str], noop_image: str, runs: int) -> dict:
@@ -216,9 +226,7 @@ def stop_study(tag: str, runs: int) -> dict:
     """`docker stop` wall time (Docker's default 10 s grace) and the exit code it leaves."""
     seconds, codes = [], []
     for _ in range(runs):
-        with running(tag) as (name, port):
-            if wait_for_200(port) is None:
-                raise RuntimeError(f"{tag} never became ready for the stop study")
+        with running(tag) as (name, _):
             started = time.perf_counter()
             docker("stop", name, quiet=True, timeout=60)
             seconds.append(time.perf_counter() - started)
@@ -274,8 +282,6 @@ def load_study(tag: str, seconds: int, connections: int, runs: int, env: dict[st
         raise SystemExit("the throughput study needs wrk on PATH: apt-get install wrk (or brew install wrk)")
     options = [f"-e{key}={value}" for key, value in (env or {}).items()]
     with running(tag, *options) as (name, port):
-        if wait_for_200(port) is None:
-            raise RuntimeError(f"{tag} never became ready for the load study")
         for _ in range(20):
             get_status(port, "/hello/warm", timeout=2)
         time.sleep(2)
