@@ -81,6 +81,14 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def require_image(variant: str) -> str:
+    """The variant's name, once its image is known to be built; else skip (fail under CI=true)."""
+    tag = VARIANTS[variant].tag
+    if not image_exists(tag):
+        unavailable(f"{tag} is not built: run python -m bench images (or --offline)")
+    return variant
+
+
 @pytest.fixture(scope="session")
 def engine() -> None:
     if not engine_available():
@@ -89,10 +97,7 @@ def engine() -> None:
 
 @pytest.fixture(params=IMAGES)
 def image(request, engine) -> str:
-    tag = VARIANTS[request.param].tag
-    if not image_exists(tag):
-        unavailable(f"{tag} is not built: run python -m bench images (or --offline)")
-    return request.param
+    return require_image(request.param)
 
 
 @pytest.fixture

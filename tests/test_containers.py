@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import IMAGES, ROOT, inspect, unavailable
+from conftest import IMAGES, ROOT, inspect, require_image
 
 from bench import bases
 from bench.docker import docker, image_exists
@@ -74,15 +74,13 @@ def test_serves_with_a_read_only_root_and_no_capabilities(image, run_container):
 
 
 def test_slim_shows_app_env_in_docker_exec_env(engine, run_container):
-    if not image_exists(VARIANTS["slim"].tag):
-        unavailable("hello-api:slim is not built: run python -m bench images (or --offline)")
+    require_image("slim")
     name, _ = run_container("slim", env={"APP_ENV": "production"})
     assert "APP_ENV=production" in docker("exec", name, "env").stdout.splitlines()
 
 
 def test_distroless_has_no_shell(engine, run_container):
-    if not image_exists(VARIANTS["distroless"].tag):
-        unavailable("hello-api:distroless is not built: run python -m bench images (or --offline)")
+    require_image("distroless")
     name, _ = run_container("distroless")
     assert docker("exec", name, "/bin/sh", "-c", "true", check=False).returncode != 0
     probe = "import os, shutil; print([p for p in ('/bin/sh', '/bin/bash', '/usr/bin/apt', '/usr/bin/dpkg') " \
@@ -91,8 +89,7 @@ def test_distroless_has_no_shell(engine, run_container):
 
 
 def test_the_build_context_holds_only_the_service_and_the_lock(engine):
-    if not image_exists(VARIANTS["slim"].tag):
-        unavailable("hello-api:slim is not built: run python -m bench images (or --offline)")
+    require_image("slim")
     listing = 'FROM hello-api:slim\nCOPY . /context\nWORKDIR /context\nCMD ["find", ".", "-type", "f"]\n'
     tag = f"hello-api-context-probe:{uuid.uuid4().hex[:8]}"
     docker("build", "-q", "-t", tag, "-f", "-", str(ROOT), input=listing.encode())
