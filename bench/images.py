@@ -1,5 +1,6 @@
 """Build the project's images (and the study's other variants) with BuildKit, printing each command."""
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,6 +10,9 @@ from . import bases
 from .docker import ROOT, ca_secret_args, docker, progress
 
 BENCH = Path(__file__).resolve().parent
+# The repository part of every tag (hello-api:slim, ...). Another name keeps a second checkout's images
+# apart from these on a shared engine: HELLO_API_IMAGE=hello-api-dev python -m bench images.
+IMAGE = os.environ.get("HELLO_API_IMAGE", "hello-api")
 
 
 def naive_order(dockerfile: str) -> str:
@@ -37,12 +41,12 @@ class Variant:
 
 
 VARIANTS = {
-    "seed": Variant("seed", "hello-api:seed", BENCH / "seed" / "Dockerfile", BENCH / "seed",
+    "seed": Variant("seed", f"{IMAGE}:seed", BENCH / "seed" / "Dockerfile", BENCH / "seed",
                     "the classic Flask tutorial container, flaws kept"),
-    "naive": Variant("naive", "hello-api:naive", ROOT / "Dockerfile", ROOT,
+    "naive": Variant("naive", f"{IMAGE}:naive", ROOT / "Dockerfile", ROOT,
                      "slim, but `COPY . .` before the dependency install", naive_order),
-    "slim": Variant("slim", "hello-api:slim", ROOT / "Dockerfile", ROOT, "multi-stage, python slim runtime"),
-    "distroless": Variant("distroless", "hello-api:distroless", ROOT / "Dockerfile.distroless", ROOT,
+    "slim": Variant("slim", f"{IMAGE}:slim", ROOT / "Dockerfile", ROOT, "multi-stage, python slim runtime"),
+    "distroless": Variant("distroless", f"{IMAGE}:distroless", ROOT / "Dockerfile.distroless", ROOT,
                           "multi-stage, distroless python runtime"),
 }
 PROJECT_IMAGES = ("slim", "distroless")

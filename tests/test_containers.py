@@ -90,7 +90,7 @@ def test_distroless_has_no_shell(engine, run_container):
 
 def test_the_build_context_holds_only_the_service_and_the_lock(engine):
     require_image("slim")
-    listing = 'FROM hello-api:slim\nCOPY . /context\nWORKDIR /context\nCMD ["find", ".", "-type", "f"]\n'
+    listing = f'FROM {VARIANTS["slim"].tag}\nCOPY . /context\nWORKDIR /context\nCMD ["find", ".", "-type", "f"]\n'
     tag = f"hello-api-context-probe:{uuid.uuid4().hex[:8]}"
     docker("build", "-q", "-t", tag, "-f", "-", str(ROOT), input=listing.encode())
     try:
