@@ -48,8 +48,10 @@ VARIANTS = {
     "slim": Variant("slim", f"{IMAGE}:slim", ROOT / "Dockerfile", ROOT, "multi-stage, python slim runtime"),
     "distroless": Variant("distroless", f"{IMAGE}:distroless", ROOT / "Dockerfile.distroless", ROOT,
                           "multi-stage, distroless python runtime"),
+    "micro": Variant("micro", f"{IMAGE}:micro", ROOT / "Dockerfile.micro", ROOT,
+                     "FROM scratch, only the files a build-time trace saw the service use"),
 }
-PROJECT_IMAGES = ("slim", "distroless")
+PROJECT_IMAGES = ("slim", "distroless", "micro")
 
 
 REGISTRY_BASES = ("python:3.13-slim", "gcr.io/distroless/python3-debian13:nonroot")  # the Dockerfiles' defaults

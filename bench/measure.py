@@ -49,24 +49,58 @@ def gzip_size(tag: str) -> int:
     return total + len(compressor.flush())
 
 
-def filesystem_facts(tag: str) -> dict:
-    """File count, shell and package manager presence, read from `docker export` of a created container."""
+KINDS = ("interpreter", "shared libraries", "stdlib bytecode", "stdlib source", "dependencies", "service", "other")
+PYTHON_LIBRARY = re.compile(r"usr/(local/)?lib/python3\.\d+/")
+INTERPRETER = re.compile(r"usr/(local/)?bin/python3\.\d+|.*/libpython3\.\d+\.so[.\d]*")
+SHARED_LIBRARY = re.compile(r".*\.so(\.\d+)*")
+
+
+def kind_of(path: str) -> str:
+    """Which of KINDS a file in an image is, by where it lies: the same rules for every image."""
+    if path.startswith("app/deps/"):
+        return "dependencies"
+    if path.startswith("app/"):
+        return "service"
+    if INTERPRETER.fullmatch(path):
+        return "interpreter"
+    if SHARED_LIBRARY.fullmatch(path):
+        return "shared libraries"
+    if PYTHON_LIBRARY.match(path) and "-packages/" not in path:
+        if path.endswith(".pyc"):
+            return "stdlib bytecode"
+        if path.endswith(".py"):
+            return "stdlib source"
+    return "other"
+
+
+@contextmanager
+def exported(tag: str):
+    """The image's file system as a streamed tar (`docker export` of a created, never started container)."""
     name = f"hello-api-inspect-{uuid.uuid4().hex[:8]}"
     docker("create", "--name", name, tag)
     try:
         command = [*docker_command(), "export", name]
         progress("$ " + " ".join(command) + " | tar t")
-        names, files = set(), 0
         with subprocess.Popen(command, stdout=subprocess.PIPE) as export, \
                 tarfile.open(fileobj=export.stdout, mode="r|") as tar:
-            for member in tar:
-                names.add(member.name.lstrip("./"))
-                files += member.isfile()
+            yield tar
     finally:
         docker("rm", "-f", name, check=False, quiet=True)
+
+
+def filesystem_facts(tag: str) -> dict:
+    """File count, bytes by kind, shell and package manager presence, from the exported file system."""
+    names, files, kinds = set(), 0, dict.fromkeys(KINDS, 0)
+    with exported(tag) as tar:
+        for member in tar:
+            names.add(member.name.lstrip("./"))
+            if member.isfile():
+                files += 1
+                kinds[kind_of(member.name.lstrip("./"))] += member.size
     present = lambda *paths: any(p in names for p in paths)  # noqa: E731
     return {
         "files": files,
+        "bytes_by_kind": kinds,
         "shell": present("bin/sh", "usr/bin/sh", "bin/bash", "usr/bin/bash"),
         "package_manager": present("usr/bin/apt", "usr/bin/apt-get", "usr/bin/dpkg"),
         "pip": any(n.endswith(("/pip", "/pip3")) and "/bin/" in n for n in names),
@@ -77,8 +111,9 @@ def size_study(variant: Variant) -> dict:
     tag = variant.tag
     layers = docker("history", "--no-trunc", "--human=false", "--format", "{{.Size}}\t{{.CreatedBy}}", tag)
     layer_rows = [line.split("\t", 1) for line in layers.stdout.splitlines() if line.strip()]
+    # sys, not platform: the micro image keeps only the modules the service imports.
     python = docker("run", "--rm", "--entrypoint", "python3", tag, "-c",
-                    "import platform; print(platform.python_version())")
+                    "import sys; print('.'.join(map(str, sys.version_info[:3])))")
     return {
         "uncompressed_bytes": int(docker("image", "inspect", "--format", "{{.Size}}", tag).stdout),
         "compressed_bytes": gzip_size(tag),

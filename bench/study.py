@@ -11,12 +11,13 @@ from . import measure, reliability, report
 from .docker import progress
 from .images import VARIANTS, build
 
-ORDER = ("seed", "naive", "slim", "distroless")
+ORDER = ("seed", "naive", "slim", "distroless", "micro")
 EDITED_FILES = {  # variant -> (dependency file, code file), relative to its build context
     "seed": ("requirements.txt", "app.py"),
     "naive": ("requirements.lock", "service/app.py"),
     "slim": ("requirements.lock", "service/app.py"),
     "distroless": ("requirements.lock", "service/app.py"),
+    "micro": ("requirements.lock", "service/app.py"),
 }
 
 

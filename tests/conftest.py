@@ -15,7 +15,7 @@ from bench.images import VARIANTS
 from bench.measure import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-IMAGES = ["slim", "distroless"]
+IMAGES = ["slim", "distroless", "micro"]
 
 
 def wait_for_health(url: str, seconds: float = 15.0) -> None:

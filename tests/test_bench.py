@@ -6,7 +6,7 @@ import pytest
 
 from bench import report
 from bench.images import VARIANTS, naive_order
-from bench.measure import parse_wrk, step_counts, summary
+from bench.measure import KINDS, kind_of, parse_wrk, step_counts, summary
 
 WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:5000/hello/bench
   2 threads and 16 connections
@@ -75,7 +75,7 @@ def synthetic_results() -> dict:
             "tag": "t", "note": "n",
             "size": {"uncompressed_bytes": size, "compressed_bytes": size // 3, "layers": [
                 {"bytes": size, "created_by": "COPY x | y"}], "python": "3.13.5", "files": 10, "shell": True,
-                "package_manager": False, "pip": True},
+                "package_manager": False, "pip": True, "bytes_by_kind": dict.fromkeys(KINDS, size // len(KINDS))},
             "cache": {"cold": build, "no_change": build, "code_edit": build, "dependency_edit": build,
                       "code_edit_share_of_cold": 1.0},
             "startup": summary([startup, startup * 1.1, startup * 0.9]),
@@ -89,7 +89,8 @@ def synthetic_results() -> dict:
             "machine": {"date": "d", "platform": "p", "cpus": 2, "docker_server": "20.10", "bases": "local"},
             "noop_startup": summary([0.3, 0.31, 0.29]),
             "variants": {"seed": variant(120_000_000, 0.6, 600), "naive": variant(110_000_000, 0.4, 2400),
-                         "slim": variant(110_000_000, 0.4, 2500), "distroless": variant(50_000_000, 0.4, 2600)}}
+                         "slim": variant(110_000_000, 0.4, 2500), "distroless": variant(50_000_000, 0.4, 2600),
+                         "micro": variant(12_000_000, 0.39, 2600)}}
 
 
 def test_targets_are_judged_from_the_measurements():
@@ -100,6 +101,35 @@ def test_targets_are_judged_from_the_measurements():
     assert targets["slim: idle RSS ≤ 10 MiB"] is False
 
 
+def test_the_micro_targets_are_judged_against_the_same_run(tmp_path):
+    results = synthetic_results()
+    targets = {t["target"]: t["met"] for t in report.evaluate_targets(results)}
+    assert targets["micro uncompressed ≤ 15.0 MB and ≤ 0.30× distroless"] is True  # 12 MB, 0.24 of distroless
+    assert targets["micro gzip of `docker save` ≤ 6.0 MB"] is True  # 4 MB
+    assert targets["micro: start-up to first 200 no slower than distroless's"] is True  # 390 vs 400 ms
+    assert targets["micro: start-up to first 200 ≤ 1.15× a noop container"] is False  # 390 vs 300 ms
+    results["variants"]["micro"]["size"].update(uncompressed_bytes=16_000_000, compressed_bytes=7_000_000)
+    results["variants"]["micro"]["startup"] = summary([0.41, 0.41, 0.41])
+    targets = {t["target"]: t["met"] for t in report.evaluate_targets(results)}
+    assert targets["micro uncompressed ≤ 15.0 MB and ≤ 0.30× distroless"] is False
+    assert targets["micro gzip of `docker save` ≤ 6.0 MB"] is False
+    assert targets["micro: start-up to first 200 no slower than distroless's"] is False
+
+
+@pytest.mark.parametrize(("path", "kind"), [
+    ("usr/bin/python3.13", "interpreter"), ("usr/local/lib/libpython3.13.so.1.0", "interpreter"),
+    ("usr/lib/x86_64-linux-gnu/libc.so.6", "shared libraries"),
+    ("usr/lib/python3.13/lib-dynload/resource.cpython-313-x86_64-linux-gnu.so", "shared libraries"),
+    ("usr/lib/python3.13/os.pyc", "stdlib bytecode"), ("usr/local/lib/python3.13/__pycache__/os.cpython-313.pyc",
+                                                      "stdlib bytecode"),
+    ("usr/lib/python3.13/os.py", "stdlib source"), ("app/deps/waitress/server.pyc", "dependencies"),
+    ("app/service/app.pyc", "service"), ("usr/local/lib/python3.13/site-packages/pip/__init__.py", "other"),
+    ("etc/passwd", "other"),
+])
+def test_every_file_of_an_image_gets_one_kind_by_its_path(path, kind):
+    assert kind_of(path) == kind
+
+
 def test_a_written_report_passes_the_check_and_a_tampered_one_fails(tmp_path):
     results = synthetic_results()
     results["targets"] = report.evaluate_targets(results)
@@ -107,6 +137,7 @@ def test_a_written_report_passes_the_check_and_a_tampered_one_fails(tmp_path):
     assert report.check(tmp_path) == []
     text = (tmp_path / "report.md").read_text()
     assert "## Throughput" in text and "| `seed` |" in text and "4.17×" in text
+    assert "| variant | interpreter | shared libraries |" in text and "| `micro` |" in text
     (tmp_path / "report.md").write_text(text.replace("## Throughput", "## Speed"))
     assert report.check(tmp_path)
     (tmp_path / "chart.svg").write_text("<svg")
