@@ -4,10 +4,14 @@
   `debian:trixie-slim` is (no docs, man pages or locales; no apt lists), plus Debian's python3.13 and pip,
   installable into like the official image (no EXTERNALLY-MANAGED marker, a `python` command), and, like
   it, without the standard library's bytecode.
-- DISTROLESS_BASE: what `gcr.io/distroless/python3-debian13:nonroot` gives: .deb payloads unpacked with
-  `dpkg-deb -x` (no maintainer scripts, so no shell and no package manager ever enters), a CA bundle,
-  tzdata, users root and nonroot (65532), and /usr/bin/python3.13 as the entrypoint. Like distroless,
-  no bytecode for the standard library: Debian makes it in a maintainer script, which never runs here.
+- DISTROLESS_BASE: `gcr.io/distroless/python3-debian13:nonroot` rebuilt from its published recipe
+  (GoogleContainerTools/distroless: static/, base/, cc/ and python3/ config.bzl and *.bzl): the same
+  package list, layer by layer, unpacked with `dpkg-deb -x` as rules_distroless does (no maintainer
+  scripts, so no shell and no package manager ever enters; docs and copyright files kept), a
+  status.d entry per package for scanners, its passwd, group, home and /tmp, nsswitch.conf and
+  os-release, the CA bundle, `python` and `python3` links to python3.13, an ld.so.cache made by the
+  image's own ldconfig, LANG=C.UTF-8 and /usr/bin/python3.13 as the entrypoint. Like distroless, no
+  bytecode for the standard library: Debian makes it in a maintainer script, which never runs here.
 
 Needs root, debootstrap and dpkg-deb on the host (Debian/Ubuntu: apt-get install debootstrap).
 """
@@ -22,19 +26,28 @@ from pathlib import Path
 from .docker import docker, image_exists, progress
 
 SLIM_BASE = "hello-api-base/python:3.13-slim-trixie"
-DISTROLESS_BASE = "hello-api-base/distroless-python3:debian13-nonroot"
+# "-2": rebuilt from upstream's recipe (issue 9); the first stand-in, 25 packages chosen here, was "debian13-nonroot".
+DISTROLESS_BASE = "hello-api-base/distroless-python3:debian13-nonroot-2"
 SUITE = "trixie"
 MIRROR_VARIABLE = "DEBIAN_MIRROR"  # defaults to Debian's own redirector
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 SLIM_PACKAGES = ["python3.13", "python3-pip", "ca-certificates"]
-# Chosen like distroless's python3 image: the interpreter, its shared libraries, and the base files.
-DISTROLESS_PACKAGES = [
-    "libc6", "libgcc-s1", "gcc-14-base", "libssl3t64", "zlib1g", "libzstd1", "liblzma5", "libbz2-1.0",
-    "libexpat1", "libffi8", "libsqlite3-0", "libuuid1", "libncursesw6", "libtinfo6", "libreadline8t64",
-    "readline-common", "libdb5.3t64", "media-types", "netbase", "tzdata", "ca-certificates", "base-files",
-    "python3.13-minimal", "libpython3.13-minimal", "libpython3.13-stdlib",
-]
+# Upstream's layers for python3-debian13, each image built on the one before; package lists as in its
+# static/, base/, cc/ and python3/ config.bzl (debian13 entries).
+DISTROLESS_LAYERS = {
+    "static": ["base-files", "netbase", "tzdata", "tzdata-legacy", "media-types"],
+    "base": ["libc6", "libssl3t64", "libzstd1", "zlib1g"],
+    "cc": ["libgomp1", "libstdc++6", "libgcc-s1", "gcc-14-base"],
+    "python3": ["libbz2-1.0", "libdb5.3t64", "libexpat1", "liblzma5", "libsqlite3-0", "libuuid1", "libncursesw6",
+                "libtinfo6", "zlib1g", "libcom-err2", "libcrypt1", "libc-bin", "libgssapi-krb5-2", "libk5crypto3",
+                "libkeyutils1", "libkrb5-3", "libkrb5support0", "libnsl2", "libreadline8t64", "libtirpc3t64",
+                "libffi8", "libpython3.13-minimal", "libpython3.13-stdlib", "python3.13-minimal",
+                "python3.13-venv"],
+}
+# Not installed: upstream takes only the certificates out of it, as one bundle (common/ cacerts).
+CA_PACKAGE = "ca-certificates"
+DISTROLESS_PACKAGES = list(dict.fromkeys([*(p for layer in DISTROLESS_LAYERS.values() for p in layer), CA_PACKAGE]))
 # What debian:*-slim leaves out (debuerreotype's slimify list).
 SLIM_EXCLUDES = ["usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian",
                  "usr/share/linda", "var/cache/apt", "var/lib/apt/lists", "var/cache/debconf/templates.dat-old",
@@ -49,12 +62,41 @@ path-exclude /usr/share/locale/*
 path-exclude /usr/share/lintian/*
 """
 
+# Upstream's common/BUILD.bazel: these users and groups, these home directories.
 PASSWD = """\
 root:x:0:0:root:/root:/sbin/nologin
 nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin
 nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin
 """
-GROUP = "root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n"
+GROUP = "root:x:0:\nnobody:x:65534:\ntty:x:5:\nstaff:x:50:\nnonroot:x:65532:\n"
+HOMES = (("root", 0o700, 0), ("home", 0o755, 0), ("home/nonroot", 0o700, 65532), ("tmp", 0o1777, 0))
+# Upstream's static/nsswitch.conf, minus its comments.
+NSSWITCH = """\
+passwd:         compat
+group:          compat
+shadow:         compat
+gshadow:        files
+
+hosts:          files dns
+networks:       files
+
+protocols:      db files
+services:       db files
+ethers:         db files
+rpc:            db files
+
+netgroup:       nis
+"""
+OS_RELEASE = """\
+PRETTY_NAME="Distroless"
+NAME="Debian GNU/Linux"
+ID="debian"
+VERSION_ID="13"
+VERSION="Debian GNU/Linux 13 (trixie)"
+HOME_URL="https://github.com/GoogleContainerTools/distroless"
+SUPPORT_URL="https://github.com/GoogleContainerTools/distroless/blob/master/README.md"
+BUG_REPORT_URL="https://github.com/GoogleContainerTools/distroless/issues/new"
+"""
 
 
 def run(*command: str) -> None:
@@ -104,28 +146,51 @@ def trim_like_debian_slim(root: Path) -> None:
     (root / "usr/local/bin/python").symlink_to("/usr/bin/python3")
 
 
+def unpack(root: Path, debs: list[Path]) -> None:
+    """Each package's files, as `dpkg-deb -x` gives them, and a status.d entry naming it (what
+    rules_distroless writes, so scanners can list the packages without a dpkg database)."""
+    status = root / "var/lib/dpkg/status.d"
+    status.mkdir(parents=True)
+    for deb in debs:
+        package = deb.name.split("_", 1)[0]
+        if package == CA_PACKAGE:
+            continue
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+        control = subprocess.run(["dpkg-deb", "-f", str(deb)], check=True, capture_output=True, text=True).stdout
+        (status / package).write_text(control)
+
+
+def bundle_certificates(root: Path, debs: list[Path]) -> None:
+    """/etc/ssl/certs/ca-certificates.crt from the ca-certificates package, which is not installed."""
+    with tempfile.TemporaryDirectory() as unpacked:
+        deb = next(d for d in debs if d.name.startswith(f"{CA_PACKAGE}_"))
+        subprocess.run(["dpkg-deb", "-x", str(deb), unpacked], check=True)
+        certificates = sorted(Path(unpacked, "usr/share/ca-certificates").rglob("*.crt"))
+        (root / "etc/ssl/certs").mkdir(parents=True, exist_ok=True)
+        (root / "etc/ssl/certs/ca-certificates.crt").write_bytes(b"".join(c.read_bytes() for c in certificates))
+
+
 def assemble_distroless(root: Path, debs: list[Path]) -> None:
     for relative in ("usr/bin", "usr/lib", "usr/lib64", "usr/sbin"):
         (root / relative).mkdir(parents=True, exist_ok=True)
     for link in ("bin", "lib", "lib64", "sbin"):  # merged /usr, as Debian trixie lays it out
         (root / link).symlink_to(f"usr/{link}")
-    for deb in debs:
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
-    for relative in ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
-                     "usr/share/lintian", "usr/share/common-licenses"):
-        shutil.rmtree(root / relative, ignore_errors=True)
-    (root / "usr/bin/python3").symlink_to("python3.13")
-    # update-ca-certificates would make this bundle; maintainer scripts never run here.
-    certificates = sorted((root / "usr/share/ca-certificates").rglob("*.crt"))
-    (root / "etc/ssl/certs").mkdir(parents=True, exist_ok=True)
-    (root / "etc/ssl/certs/ca-certificates.crt").write_bytes(b"".join(c.read_bytes() for c in certificates))
+    unpack(root, debs)
+    bundle_certificates(root, debs)
+    for name in ("python", "python3"):
+        (root / "usr/bin" / name).symlink_to("/usr/bin/python3.13")
     (root / "etc/passwd").write_text(PASSWD)
     (root / "etc/group").write_text(GROUP)
-    for directory, mode, owner in (("tmp", 0o1777, 0), ("root", 0o700, 0), ("home/nonroot", 0o700, 65532)):
+    (root / "etc/nsswitch.conf").write_text(NSSWITCH)
+    (root / "etc/os-release").unlink(missing_ok=True)  # base-files' link to Debian's
+    (root / "etc/os-release").write_text(OS_RELEASE)
+    for directory, mode, owner in HOMES:
         path = root / directory
         path.mkdir(parents=True, exist_ok=True)
         os.chown(path, owner, owner)
         path.chmod(mode)
+    # Upstream ships the cache its image's own ldconfig makes; so does this (no shell needed to run it).
+    run("chroot", str(root), "/sbin/ldconfig")
 
 
 def import_root(root: Path, name: str, changes: list[str]) -> None:
@@ -141,22 +206,26 @@ def import_root(root: Path, name: str, changes: list[str]) -> None:
 
 
 def make_bases(rebuild: bool = False) -> None:
-    if not rebuild and image_exists(SLIM_BASE) and image_exists(DISTROLESS_BASE):
+    """Make the bases that are missing (both with `rebuild`); an existing one is never replaced otherwise."""
+    missing = [name for name in (SLIM_BASE, DISTROLESS_BASE) if rebuild or not image_exists(name)]
+    if not missing:
         progress(f"bases already built: {SLIM_BASE}, {DISTROLESS_BASE} (--rebuild to make them again)")
         return
     require_tools()
     with tempfile.TemporaryDirectory(prefix="hello-api-bases-") as work:
         slim, distroless = Path(work) / "slim", Path(work) / "distroless"
-        bootstrap(slim)
+        bootstrap(slim)  # the distroless packages are downloaded with its apt, so it is needed either way
         debs = download_debs(slim)
-        assemble_distroless(distroless, debs)
-        shutil.rmtree(slim / "tmp" / "distroless-debs")
-        trim_like_debian_slim(slim)
         common = ["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "ENV LANG=C.UTF-8"]
-        import_root(slim, SLIM_BASE, [*common, 'CMD ["python3"]'])
-        import_root(distroless, DISTROLESS_BASE, [
-            *common, "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt", "USER 65532",
-            "WORKDIR /home/nonroot", 'ENTRYPOINT ["/usr/bin/python3.13"]'])
+        if DISTROLESS_BASE in missing:
+            assemble_distroless(distroless, debs)
+            import_root(distroless, DISTROLESS_BASE, [
+                *common, "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt", "USER 65532",
+                "WORKDIR /home/nonroot", 'ENTRYPOINT ["/usr/bin/python3.13"]'])
+        if SLIM_BASE in missing:
+            shutil.rmtree(slim / "tmp" / "distroless-debs")
+            trim_like_debian_slim(slim)
+            import_root(slim, SLIM_BASE, [*common, 'CMD ["python3"]'])
 
 
 def build_args() -> list[str]:
