@@ -1,5 +1,6 @@
 """One function per study. Each measures for real, returns plain data, and prints what it runs."""
 
+import datetime
 import http.client
 import re
 import shutil
@@ -255,6 +256,63 @@ def startup_study(tags: dict[str, str], noop_image: str, runs: int) -> dict:
         progress(f"start-up round {round_number + 1}/{runs}: " +
                  ", ".join(f"{n} {s[-1] * 1000:.0f}ms" for n, s in samples.items()))
     return {name: summary(values) for name, values in samples.items()}
+
+
+SERVING_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ service: .* serving ", re.MULTILINE)
+
+
+def epoch(text: str, pattern: str) -> float:
+    """Seconds since the epoch of a UTC time stamp (fractions beyond microseconds dropped)."""
+    whole, _, fraction = text.rstrip("Z").replace(",", ".").partition(".")
+    stamp = datetime.datetime.strptime(whole, pattern).replace(tzinfo=datetime.UTC)
+    return stamp.timestamp() + float(f"0.{fraction[:6] or 0}")
+
+
+def import_seconds(tag: str) -> float:
+    """What `python3 -X importtime` counts for importing the server and the health check, start-up's
+    own imports (encodings, site) included: the sum of every module's own time."""
+    result = docker("run", "--rm", "--entrypoint", "python3", tag, "-X", "importtime", "-c",
+                    "import service.server", quiet=True)
+    own = [int(line.split("|")[0].split(":")[1]) for line in result.stderr.splitlines()
+           if line.startswith("import time:") and line.split("|")[0].split(":")[1].strip().isdigit()]
+    return sum(own) / 1e6
+
+
+def startup_phases_once(tag: str) -> dict | None:
+    """One start split by three clocks: `docker run -d` until Docker started the process (.State.StartedAt),
+    from there until the service logged that it listens (interpreter, imports, bind), and from there
+    until the bench's poll got its first 200 (the port proxy and the 5 ms polling). None when the log
+    has no time-stamped serving line."""
+    name, port = f"hello-api-bench-{uuid.uuid4().hex[:8]}", free_port()
+    started = time.time()
+    docker("run", "-d", *publish(name, port), tag, quiet=True)
+    try:
+        if not becomes_healthy(port):
+            raise not_ready(tag, name)
+        answered = time.time()
+        process_started = epoch(docker("inspect", "--format", "{{.State.StartedAt}}", name, quiet=True).stdout.strip(),
+                                "%Y-%m-%dT%H:%M:%S")
+        serving = SERVING_LINE.search(docker("logs", name, quiet=True).stderr)
+    finally:
+        docker("rm", "-f", name, check=False, quiet=True)
+    if serving is None:
+        return None
+    listening = epoch(serving[1], "%Y-%m-%d %H:%M:%S")
+    return {"docker": process_started - started, "python": listening - process_started,
+            "first_answer": answered - listening, "total": answered - started}
+
+
+def startup_phases_study(tags: dict[str, str], runs: int) -> dict:
+    """Median of each phase over RUNS starts per image, and the import time the phases' middle one holds."""
+    phases: dict[str, dict] = {}
+    for name, tag in tags.items():
+        samples = [s for s in (startup_phases_once(tag) for _ in range(runs)) if s]
+        if not samples:
+            continue
+        phases[name] = {key: statistics.median(s[key] for s in samples) for key in samples[0]}
+        phases[name]["imports"] = import_seconds(tag)
+        phases[name]["runs"] = len(samples)
+    return phases
 
 
 def stop_study(tag: str, runs: int) -> dict:

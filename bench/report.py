@@ -157,6 +157,23 @@ def startup_table(results: dict) -> str:
     return table(["variant", "min", "median", "p90", "max", "×noop", "×seed"], rows)
 
 
+def phases_section(results: dict) -> str:
+    """The start-up split into phases (runs from issue 9 on); empty for older runs."""
+    phases = results.get("startup_phases")
+    if not phases:
+        return ""
+    noop = results["noop_startup"]["median"]
+    rows = [[f"`{n}`", ms(p["docker"]), ms(p["python"]), ms(p["imports"]), ms(p["first_answer"]), ms(p["total"]),
+             ms(p["total"] - noop), p["runs"]] for n, p in phases.items()]
+    return ("\n\nWhere the time goes, median of a few more starts of each project image: *docker* from `docker "
+            "run -d` until Docker started the process (its `.State.StartedAt`); *python* from then until the "
+            "service logged that it listens (interpreter, imports, bind; the log's clock has millisecond steps); "
+            "*imports*, part of *python*: the sum of every module's own time in `python3 -X importtime -c "
+            "'import service.server'` in the image; *first answer* from listening until the bench's poll got its "
+            "first 200 (Docker's port proxy and the 5 ms poll); *over noop*: total minus the noop median.\n\n"
+            + table(["image", "docker", "python", "imports", "first answer", "total", "over noop", "runs"], rows))
+
+
 def stop_table(v: dict) -> str:
     seed = v[BASELINE]["stop"]["median"]
     rows = [[f"`{n}`", f"{s['median']:.2f} s", f"{s['max']:.2f} s", ", ".join(map(str, s["exit_codes"])),
@@ -230,7 +247,7 @@ answers 200 (the port proxy accepts connections before the app listens). Noop fl
 -d -p ...` of a container that only sleeps, returning when it runs. {plan['startup_runs']} interleaved rounds
 after one warm-up.
 
-{startup_table(results)}
+{startup_table(results)}{phases_section(results)}
 
 ## Stop
 

@@ -12,6 +12,7 @@ from .docker import progress
 from .images import VARIANTS, build
 
 ORDER = ("seed", "naive", "slim", "distroless", "micro")
+PHASED = ("slim", "distroless", "micro")  # the images whose service logs the moment it listens
 EDITED_FILES = {  # variant -> (dependency file, code file), relative to its build context
     "seed": ("requirements.txt", "app.py"),
     "naive": ("requirements.lock", "service/app.py"),
@@ -70,6 +71,9 @@ def run_study(offline: bool, plan: Plan, output: Path, label: str) -> dict:
     results["noop_startup"] = startup.pop(measure.NOOP)
     for name, values in startup.items():
         results["variants"][name]["startup"] = values
+    progress("start-up, phase by phase: the project images")
+    results["startup_phases"] = measure.startup_phases_study(
+        {n: VARIANTS[n].tag for n in PHASED}, plan.stop_runs + 2)
     for name, variant in variants.items():
         progress(f"stop study: {name} ({plan.stop_runs} run(s))")
         results["variants"][name]["stop"] = measure.stop_study(variant.tag, plan.stop_runs)

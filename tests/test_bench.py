@@ -88,6 +88,8 @@ def synthetic_results() -> dict:
     return {"label": "synthetic", "mode": "quick", "plan": {"startup_runs": 3, "stop_runs": 3, "load_runs": 2},
             "machine": {"date": "d", "platform": "p", "cpus": 2, "docker_server": "20.10", "bases": "local"},
             "noop_startup": summary([0.3, 0.31, 0.29]),
+            "startup_phases": {"micro": {"docker": 0.25, "python": 0.1, "first_answer": 0.04, "total": 0.39,
+                                         "imports": 0.05, "runs": 3}},
             "variants": {"seed": variant(120_000_000, 0.6, 600), "naive": variant(110_000_000, 0.4, 2400),
                          "slim": variant(110_000_000, 0.4, 2500), "distroless": variant(50_000_000, 0.4, 2600),
                          "micro": variant(12_000_000, 0.39, 2600)}}
@@ -138,6 +140,7 @@ def test_a_written_report_passes_the_check_and_a_tampered_one_fails(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "## Throughput" in text and "| `seed` |" in text and "4.17×" in text
     assert "| variant | interpreter | shared libraries |" in text and "| `micro` |" in text
+    assert "| `micro` | 250 ms | 100 ms | 50 ms | 40 ms | 390 ms | 90 ms | 3 |" in text  # start-up phases
     (tmp_path / "report.md").write_text(text.replace("## Throughput", "## Speed"))
     assert report.check(tmp_path)
     (tmp_path / "chart.svg").write_text("<svg")
