@@ -159,7 +159,8 @@ def test_the_dependencies_are_only_the_hash_pinned_waitress(image, engine):
 
 def test_the_build_context_holds_only_the_service_and_the_lock(engine):
     require_image("slim")
-    listing = f'FROM {VARIANTS["slim"].tag}\nCOPY . /context\nWORKDIR /context\nENTRYPOINT ["find", ".", "-type", "f"]\n'
+    listing = (f'FROM {VARIANTS["slim"].tag}\nCOPY . /context\nWORKDIR /context\n'
+               'ENTRYPOINT ["find", ".", "-type", "f"]\n')
     tag = f"hello-api-context-probe:{uuid.uuid4().hex[:8]}"
     docker("build", "-q", "-t", tag, "-f", "-", str(ROOT), input=listing.encode())
     try:
