@@ -337,3 +337,31 @@ def test_ipv6_loopback_is_served_when_app_host_is_star(start_service):
     result = exchange(("::1", running.port), request("/health", "GET", CLOSE))
     assert result.only.status == 200
     assert exchange(("127.0.0.1", running.port), request("/health", "GET", CLOSE)).only.status == 200
+
+
+def test_at_most_4_requests_per_connection_are_parsed_ahead_and_the_rest_waits_its_turn():
+    from waitress.adjustments import Adjustments
+
+    from service.transport import HardenedChannel
+
+    class Server:  # what a channel asks of its server while it receives
+        def __init__(self):
+            self.active_channels, self.tasks = {}, []
+
+        def add_task(self, channel):
+            self.tasks.append(channel)
+
+    ours, theirs = socket.socketpair()
+    try:
+        channel = HardenedChannel(Server(), ours, ("127.0.0.1", 1), Adjustments(), map={})
+        channel.received(b"".join(request(f"/hello/n{i}") for i in range(10)))
+        assert [r.path for r in channel.requests] == ["/hello/n0", "/hello/n1", "/hello/n2", "/hello/n3"]
+        assert channel.unparsed.startswith(b"GET /hello/n4 ")
+        assert not channel.readable()  # nothing more is read while that waits
+        channel.requests.clear()  # as if the four were answered
+        assert channel.writable()  # the event loop comes back for the rest
+        channel.handle_write()
+        assert [r.path for r in channel.requests] == ["/hello/n4", "/hello/n5", "/hello/n6", "/hello/n7"]
+    finally:
+        ours.close()
+        theirs.close()

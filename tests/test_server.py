@@ -289,6 +289,11 @@ def test_the_console_script_serves_like_python_m_service(start_service):
     assert requests.get(f"{running.url}/health", timeout=5).json()["environment"] == "script"
 
 
+def test_app_threads_sets_how_many_worker_threads_waitress_runs(start_service):
+    running = start_service({"APP_THREADS": "3"})
+    assert len(os.listdir(f"/proc/{running.process.pid}/task")) == 1 + 3  # the event loop and 3 workers
+
+
 # ---- open files --------------------------------------------------------------------------------------
 
 def limit_open_files(soft: int, hard: int):
