@@ -392,7 +392,12 @@ class HardenedServer(TcpWSGIServer):
         if accepted is None:
             return None
         connection, address = accepted
-        self.channel_class(self, connection, address, self.adj, map=self._map)
+        try:
+            self.set_socket_options(connection)  # TCP_NODELAY: without it, Nagle and delayed ACKs cost 40 ms
+        except OSError:  # the client is already gone
+            connection.close()
+            return None
+        self.channel_class(self, connection, self.fix_addr(address), self.adj, map=self._map)
         if len(self._map) > self.adj.connection_limit:
             self.evict_longest_waiting()
         return None

@@ -45,6 +45,8 @@ def server(start_service):
 SMUGGLING = {
     "te-on-http-1.0": b"POST /health HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n"
                       b"Content-Length: 4\r\n\r\n" + b"%x\r\n" % len(SMUGGLED) + SMUGGLED + b"\r\n0\r\n\r\n",
+    "te-on-http-1.0-alone": b"POST /health HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: "
+                            b"chunked\r\n\r\n" + SMUGGLED,
     "te-and-cl": b"POST /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: "
                  + str(5 + len(SMUGGLED)).encode() + b"\r\n\r\n0\r\n\r\n" + SMUGGLED,
     "te-comma-chunked": b"POST /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ,chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
@@ -122,6 +124,7 @@ MALFORMED = {
     "lower-case-method": b"get /health HTTP/1.1\r\n\r\n",
     "content-length-abc": b"GET /health HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
     "negative-length": b"GET /health HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+    "obs-fold": b"GET /health HTTP/1.1\r\nX-Note: one\r\n two\r\n\r\n",
     "header-without-colon": b"GET /health HTTP/1.1\r\nNoColonHere\r\n\r\n",
     "binary": b"\x00\xff" * 64 + b"\r\n\r\n",
     "tls-client-hello": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32),

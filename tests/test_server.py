@@ -57,6 +57,18 @@ def test_no_server_header_advertises_the_software(start_service):
     assert "Server" not in requests.get(f"{running.url}/health", timeout=5).headers
 
 
+def test_keep_alive_requests_are_not_held_back_by_nagles_algorithm(start_service):
+    """Without TCP_NODELAY on accepted connections, every answer (headers and body, written apart) waits
+    about 40 ms for a delayed ACK: 50 requests would take 2 s or more. The bound leaves a wide margin."""
+    running = start_service()
+    with requests.Session() as session:
+        session.get(f"{running.url}/health", timeout=5)
+        started = time.monotonic()
+        for _ in range(50):
+            session.get(f"{running.url}/hello/quick", timeout=5)
+    assert time.monotonic() - started < 1.5
+
+
 # ---- logs --------------------------------------------------------------------------------------------
 
 def test_access_log_has_a_line_per_request_on_stdout_and_startup_on_stderr(start_service):
