@@ -183,6 +183,20 @@ def test_an_oversized_header_is_read_as_431_every_time_not_as_a_reset(server):
     assert outcomes == [431] * 50
 
 
+def test_a_client_still_sending_after_an_error_answer_is_not_reset(server):
+    """After an error answer the server half-closes and keeps reading for a moment (a lingering close): a
+    client that is still writing its oversized request must not have its writes reset before it reads."""
+    with connect(address(server)) as client:
+        client.sendall(b"GET /health HTTP/1.1\r\nX-Huge: " + b"x" * 20_000)  # over the limit: 431 now
+        time.sleep(0.3)
+        for _ in range(20):
+            client.sendall(b"x" * 10_000)  # a reset would raise ConnectionResetError or BrokenPipeError here
+            time.sleep(0.01)
+        raw, closed, reset = read_until_closed(client, 3)
+    assert raw.startswith(b"HTTP/1.1 431 ")
+    assert not reset
+
+
 def test_errors_the_server_answers_itself_are_logged_with_what_was_sent(server):
     exchange(address(server), request("/hello/x", "GET", "Content-Length: abc"))
     exchange(address(server), request("/hello/y", "GET", "X-Pad: " + "x" * 20_000))
