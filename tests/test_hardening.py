@@ -192,7 +192,7 @@ def test_a_client_still_sending_after_an_error_answer_is_not_reset(server):
         for _ in range(20):
             client.sendall(b"x" * 10_000)  # a reset would raise ConnectionResetError or BrokenPipeError here
             time.sleep(0.01)
-        raw, closed, reset = read_until_closed(client, 3)
+        raw, _, reset = read_until_closed(client, 3)
     assert raw.startswith(b"HTTP/1.1 431 ")
     assert not reset
 
