@@ -183,6 +183,8 @@ def logged_field(text: str, limit: int) -> str:
     """A field of an access line: printable, never empty, at most `limit` characters (marked when cut)."""
     if not text:
         return "-"
+    if len(text) <= limit and text.isascii() and text.isprintable() and " " not in text:
+        return text  # the usual case, on every request's path: nothing to escape or cut
     raw = text.encode("latin-1", "replace")
     safe = "".join(chr(b) if 0x21 <= b <= 0x7E else f"%{b:02X}" for b in raw)
     if len(safe) > limit:
@@ -298,6 +300,8 @@ class HardenedChannel(HTTPChannel):
                 if len(self.requests) == 1:
                     self.server.add_task(self)
             self.request = None
+            if request.error is not None:
+                return b""  # the connection closes after the error answer: the rest is never parsed
         return data[consumed:]
 
     def parse_ahead_ready(self) -> bool:

@@ -57,13 +57,16 @@ SMUGGLING = {
 }
 
 
-@pytest.mark.parametrize("payload", SMUGGLING.values(), ids=SMUGGLING.keys())
-def test_ambiguous_framing_is_refused_and_the_connection_closed_so_nothing_is_smuggled(server, payload):
-    result = exchange(address(server), payload)
+REFUSED_AS = {"te-chunked-twice": (501, "transfer_encoding_not_supported"),
+              "te-x-chunked": (501, "transfer_encoding_not_supported")}  # the rest: 400 bad_request
+
+
+@pytest.mark.parametrize("case", SMUGGLING)
+def test_ambiguous_framing_is_refused_and_the_connection_closed_so_nothing_is_smuggled(server, case):
+    result = exchange(address(server), SMUGGLING[case])
     assert result.closed
     assert len(result.answers) == 1, result.raw
-    assert result.only.status in (400, 501)
-    assert_json_error(result.only, result.only.status, result.only.json()["error"])
+    assert_json_error(result.only, *REFUSED_AS.get(case, (400, "bad_request")))
     assert b"SMUGGLED" not in result.raw
 
 
