@@ -1,11 +1,12 @@
 """The image study and its tools. Without a sub-command: `study`. Every Docker command is printed."""
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-from . import bases, images, reliability, report, study
+from . import bases, guarantees, images, reliability, report, study
 from .docker import DockerError
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest"
@@ -25,6 +26,16 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, help="start-up rounds (default 15, quick 5)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default {DEFAULT_OUTPUT}")
     parser.add_argument("--label", default="hello-api variants", help="title of the report")
+
+
+def guarantees_broken(directory: Path) -> list[str]:
+    """The guarantees (not the speed targets) that a results directory's runs broke."""
+    problems = []
+    if (directory / "results.json").is_file():
+        problems += guarantees.study_failures(json.loads((directory / "results.json").read_text()))
+    if (directory / "reliability.json").is_file():
+        problems += guarantees.reliability_failures(json.loads((directory / "reliability.json").read_text()))
+    return [f"guarantee broken: {problem}" for problem in problems]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,13 +80,16 @@ def run(argv: list[str]) -> int:
         study.run_study(images.choose_offline(options.bases), plan, options.output, options.label)
     elif options.command == "reliability":
         images.build_images(images.choose_offline(options.bases))
-        reliability.run_reliability(options.output, options.quick)
+        results = reliability.run_reliability(options.output, options.quick)
         if (options.output / "results.json").is_file():
             study.rerender(options.output)  # so report.md links the reliability results beside it
+        for failure in results["failures"]:
+            print(f"bench reliability: guarantee broken: {failure}", file=sys.stderr)
+        return 1 if results["failures"] else 0
     elif options.command == "report":
         study.rerender(options.directory)
     elif options.command == "check":
-        problems = report.check(options.directory)
+        problems = report.check(options.directory) + guarantees_broken(options.directory)
         for problem in problems:
             print(f"bench check: {problem}", file=sys.stderr)
         if problems:
