@@ -9,7 +9,7 @@ the service uses, not what the recorder uses. Output, one tab-separated line per
     opened   -        <file opened from Python (io.open, os.open): data files>
     path     -        <a sys.path entry: getpath and the import system look for these directories>
 
-Usage: python3 record.py OUTPUT FAIL_PATH MODULE. FAIL_PATH ("-" for none) is a request path for which
+Usage: python3 record.py OUTPUT FAIL_PATH MODULE [ARGUMENT...]. FAIL_PATH ("-" for none) is a request path for which
 the app's dispatch raises, so the trace also walks the 500 answer and its logged traceback.
 """
 
@@ -54,7 +54,7 @@ def used_files() -> list[str]:
 
 
 def main() -> None:
-    output, failing_path, module = sys.argv[1:4]
+    output, failing_path, module, *arguments = sys.argv[1:]
     sys.addaudithook(remember_opens)
     if failing_path != "-":
         fail_on(failing_path)
@@ -64,7 +64,7 @@ def main() -> None:
     main_spec = find_spec(module)  # runpy takes the module it runs out of sys.modules again when it ends
     if main_spec.submodule_search_locations is not None:
         main_spec = find_spec(f"{module}.__main__")
-    sys.argv = [module]
+    sys.argv = [module, *arguments]
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     finally:

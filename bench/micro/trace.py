@@ -6,14 +6,14 @@ Dockerfile.micro runs this in a stage built on the distroless base (the interpre
    file mapped (the interpreter, the loader, shared libraries: /proc/self/maps) and every file opened
    from Python. Each run drives a path: every endpoint and error answer, a 500 with its logged
    traceback, hostile requests, both stop signals with a connection open, the select and poll loops,
-   IPv4, IPv6 and a specific address, a configuration error, a busy port, the health check healthy,
-   unhealthy and misconfigured;
+   IPv4, IPv6 and a specific address, --help, --version, an unknown argument, a bad setting, a busy port,
+   the health check healthy, unhealthy and misconfigured;
 2. close: every kept ELF file's DT_NEEDED libraries and program interpreter are added, found the way the
    dynamic loader finds them, until nothing new appears;
 3. copy into ROOT: files as reached from /, every symlink on the way kept as a symlink (merged /usr,
    SONAME links); Python modules as bytecode only, compiled by this interpreter where their source was;
-   /etc/passwd and /etc/group (read by the C library, which no Python hook sees); a manifest of every
-   file, its kind, size and why it is there;
+   the installed packages' metadata (version, licence); /etc/passwd and /etc/group (read by the C
+   library, which no Python hook sees); a manifest of every file, its kind, size and why it is there;
 4. verify: the service starts from ROOT alone (chroot, user 65532), answers /health, passes its own
    health check, stops cleanly on SIGTERM and rejects a bad setting with exit 2 and one line.
 
@@ -21,6 +21,7 @@ Any step that finds nothing, or a run that does not behave, stops the build with
 Usage: python3 trace.py ROOT
 """
 
+import importlib.metadata
 import os
 import py_compile
 import shutil
@@ -97,8 +98,9 @@ class Recorded:
         return self.output()[1]
 
 
-def start(label: str, module: str, env: dict[str, str], work: Path, failing_path: str = "-") -> Recorded:
-    command = [sys.executable, str(RECORDER), str(work / f"{label}.tsv"), failing_path, module]
+def start(label: str, module: str, env: dict[str, str], work: Path, failing_path: str = "-",
+          arguments: tuple[str, ...] = ()) -> Recorded:
+    command = [sys.executable, str(RECORDER), str(work / f"{label}.tsv"), failing_path, module, *arguments]
     with (work / f"{label}.out").open("wb") as out, (work / f"{label}.err").open("wb") as err:
         process = subprocess.Popen(command, env={**os.environ, **env}, stdout=out, stderr=err,
                                    stdin=subprocess.DEVNULL)
@@ -202,8 +204,12 @@ def serve(run: Serving, work: Path) -> None:
         fail(f"{run.label}: the injected failure logged no traceback; stderr: {stderr[-800:]}")
 
 
-def fails_to_start(work: Path) -> None:
-    """The service's error exits: a bad setting (2) and a busy port (1); the health check's failures (1)."""
+def answers_without_serving(work: Path) -> None:
+    """The service's other exits: --help, --version, an unknown argument (2), a bad setting (2), a busy
+    port (1); the health check's failures (1)."""
+    start("help", "service", {}, work, arguments=("--help",)).wait(0)
+    start("version", "service", {}, work, arguments=("--version",)).wait(0)
+    start("unknown-argument", "service", {}, work, arguments=("--bogus",)).wait(2)
     start("config-error", "service", {"APP_PORT": "not-a-port"}, work).wait(2)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -217,7 +223,7 @@ def fails_to_start(work: Path) -> None:
 def trace(work: Path) -> None:
     runs = [Serving("serve", {"APP_ENV": "trace"}, hostile=True),
             Serving("serve-poll-sigint", {"APP_HOST": "127.0.0.1", "APP_CONNECTION_LIMIT": "2000",
-                                          "APP_LOG_LEVEL": "DEBUG"}, signals=(signal.SIGINT, signal.SIGINT)),
+                                          "APP_LOG_LEVEL": "DEBUG"}, signals=(signal.SIGINT,)),
             Serving("serve-quiet", {"APP_LOG_LEVEL": "WARNING", "APP_HOST": "0.0.0.0"})]
     if ipv6_loopback():
         runs.append(Serving("serve-ipv6", {"APP_HOST": "::"}, host="::1"))
@@ -226,8 +232,9 @@ def trace(work: Path) -> None:
     for run in runs:
         say(f"run: {run.label}")
         serve(run, work)
-    say("runs: configuration error, busy port, health check down and misconfigured")
-    fails_to_start(work)
+    say("runs: --help, --version, an unknown argument, a bad setting, a busy port; health check down and "
+        "misconfigured")
+    answers_without_serving(work)
 
 
 # ---- 2. what the runs used, and the ELF closure -----------------------------------------------------
@@ -356,8 +363,20 @@ def add_fixed_files(kept: dict[str, Kept]) -> None:
             kept[str(name)] = Kept("link", {f"a name the base gives {os.path.basename(interpreter)}"})
 
 
+def add_package_metadata(kept: dict[str, Kept], rows: list[tuple[str, str, str, str]]) -> None:
+    """The *.dist-info of every installed distribution a loaded module came from: its version, and the
+    licence that has to travel with it."""
+    loaded = {name.split(".")[0] for _, what, name, _ in rows if what == "module"}
+    providers = importlib.metadata.packages_distributions()
+    for distribution in sorted({d for name in loaded for d in providers.get(name, [])}):
+        for file in importlib.metadata.distribution(distribution).files or []:
+            if file.parts[0].endswith(".dist-info") and (path := str(file.locate())) and os.path.isfile(path):
+                kept[os.path.realpath(path)] = Kept("metadata", {f"version and licence of {distribution}"})
+
+
 def kept_set(work: Path) -> dict[str, Kept]:
-    kept = kept_from_records(read_records(work))
+    rows = read_records(work)
+    kept = kept_from_records(rows)
     kinds = {k.kind for k in kept.values()}
     if not {"interpreter", "module", "shared library"} <= kinds:
         fail(f"the trace found too little (kinds: {sorted(kinds)}): expected the interpreter, modules, libraries")
@@ -366,6 +385,7 @@ def kept_set(work: Path) -> dict[str, Kept]:
             fail(f"the trace never saw the {package} package loaded")
     close_over_elf(kept)
     add_fixed_files(kept)
+    add_package_metadata(kept, rows)
     return kept
 
 
