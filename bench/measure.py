@@ -94,10 +94,11 @@ def filesystem_facts(tag: str) -> dict:
     names, files, kinds = set(), 0, dict.fromkeys(KINDS, 0)
     with exported(tag) as tar:
         for member in tar:
-            names.add(member.name.lstrip("./"))
+            name = member.name.removeprefix("./")
+            names.add(name)
             if member.isfile():
                 files += 1
-                kinds[kind_of(member.name.lstrip("./"))] += member.size
+                kinds[kind_of(name)] += member.size
     present = lambda *paths: any(p in names for p in paths)  # noqa: E731
     return {
         "files": files,

@@ -261,6 +261,14 @@ def worth_keeping(path: str) -> bool:
     return path.startswith("/") and not path.startswith(NOT_KEPT) and "/__pycache__/" not in path
 
 
+def mapped_kind(path: str, interpreter: str) -> str:
+    """The interpreter, a shared library (ELF), or a data file the C library maps (locale, gconv cache)."""
+    if path == interpreter:
+        return "interpreter"
+    with open(path, "rb") as file:
+        return "shared library" if file.read(4) == b"\x7fELF" else "data file"
+
+
 def kept_from_records(rows: list[tuple[str, str, str, str]]) -> dict[str, Kept]:
     kept: dict[str, Kept] = {}
     interpreter = os.path.realpath(sys.executable)
@@ -276,7 +284,7 @@ def kept_from_records(rows: list[tuple[str, str, str, str]]) -> dict[str, Kept]:
         elif what == "module" and path.endswith(".so"):
             add(path, "shared library", f"extension module {name}")
         elif what == "mapped" and os.path.isfile(path):
-            add(path, "interpreter" if path == interpreter else "shared library", f"mapped by run {label}")
+            add(path, mapped_kind(path, interpreter), f"mapped by run {label}")
         elif what == "opened" and os.path.isfile(path) and not path.endswith(".py"):
             add(path, "data file", f"opened by run {label}")
         elif what == "path" and os.path.isdir(path):
