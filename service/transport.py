@@ -41,6 +41,7 @@ from waitress.utilities import Error
 
 from .app import JSON_HEADERS, encode
 from .config import Settings
+from .healthcheck import HEALTHCHECK_AGENT
 
 log = logging.getLogger("service")
 
@@ -55,7 +56,6 @@ ACCEPT_BATCH = 64  # connections accepted per turn of the event loop
 SELECT_CEILING = 1024  # FD_SETSIZE: select() cannot watch descriptors numbered higher
 SPARE_DESCRIPTORS = 24  # stdio, listening sockets, waitress's wake-up pipes, a margin
 MAX_LOGGED_TARGET = 512  # characters of the request target in an access line (PIPE_BUF is 4096)
-HEALTHCHECK_AGENT = "hello-api-healthcheck"  # the image's own HEALTHCHECK sends this User-Agent
 LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 
 TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
