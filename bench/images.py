@@ -48,8 +48,11 @@ VARIANTS = {
     "slim": Variant("slim", f"{IMAGE}:slim", ROOT / "Dockerfile", ROOT, "multi-stage, python slim runtime"),
     "distroless": Variant("distroless", f"{IMAGE}:distroless", ROOT / "Dockerfile.distroless", ROOT,
                           "multi-stage, distroless python runtime"),
+    "lb": Variant("lb", f"{IMAGE}:lb", ROOT / "deploy" / "swarm" / "haproxy" / "Dockerfile",
+                  ROOT / "deploy" / "swarm" / "haproxy", "HAProxy from Debian packages, the swarm stack's balancer"),
 }
-PROJECT_IMAGES = ("slim", "distroless")
+# Every image compose.yaml and deploy/swarm/stack.yaml name, so both run right after `bench images`.
+PROJECT_IMAGES = ("slim", "distroless", "lb")
 
 
 REGISTRY_BASES = ("python:3.13-slim", "gcr.io/distroless/python3-debian13:nonroot")  # the Dockerfiles' defaults
@@ -80,7 +83,8 @@ def base_args(offline: bool) -> list[str]:
     if not offline:
         return []
     bases.make_bases()
-    return bases.build_args()
+    # The load balancer's Dockerfile starts from a plain Debian trixie image: the slim base is one.
+    return [*bases.build_args(), "--build-arg", f"DEBIAN_IMAGE={bases.SLIM_BASE}"]
 
 
 def build_command(variant: Variant, offline: bool, extra: list[str] | None = None,
