@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import bases, images, reliability, report, study
+from . import bases, images, reliability, report, rollout, study
 from .docker import DockerError
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest"
@@ -25,6 +25,10 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, help="start-up rounds (default 15, quick 5)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default {DEFAULT_OUTPUT}")
     parser.add_argument("--label", default="hello-api variants", help="title of the report")
+
+
+def has_rollout(directory: Path) -> bool:
+    return (directory / "rollout.json").is_file()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +53,12 @@ def run(argv: list[str]) -> int:
     add_bases_option(abuse)
     abuse.add_argument("--quick", action="store_true", help="a 20 s soak instead of 60 s")
     abuse.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default {DEFAULT_OUTPUT}")
-    render = commands.add_parser("report", help="render report.md and chart.svg again from results.json")
+    roll = commands.add_parser("rollout", help="rolling updates of the swarm stack under load, per image and "
+                                                "balancer; compose --force-recreate (minutes)")
+    add_bases_option(roll)
+    roll.add_argument("--quick", action="store_true", help="2 replicas and one update per image instead of 3 and 3")
+    roll.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default {DEFAULT_OUTPUT}")
+    render = commands.add_parser("report", help="render the reports and charts again from their JSON")
     render.add_argument("directory", type=Path)
     verify = commands.add_parser("check", help="check that a results directory is complete and renders")
     verify.add_argument("directory", type=Path)
@@ -72,10 +81,19 @@ def run(argv: list[str]) -> int:
         reliability.run_reliability(options.output, options.quick)
         if (options.output / "results.json").is_file():
             study.rerender(options.output)  # so report.md links the reliability results beside it
+    elif options.command == "rollout":
+        offline = images.choose_offline(options.bases)
+        images.build_images(offline, (*images.ROLLOUT_EXTRA_IMAGES, *images.PROJECT_IMAGES))
+        rollout.run_rollout(options.output, options.quick)
     elif options.command == "report":
-        study.rerender(options.directory)
+        if has_rollout(options.directory):
+            rollout.render(options.directory)
+        if not has_rollout(options.directory) or (options.directory / "results.json").is_file():
+            study.rerender(options.directory)
     elif options.command == "check":
-        problems = report.check(options.directory)
+        problems = rollout.check(options.directory) if has_rollout(options.directory) else []
+        if not has_rollout(options.directory) or (options.directory / "results.json").is_file():
+            problems += report.check(options.directory)
         for problem in problems:
             print(f"bench check: {problem}", file=sys.stderr)
         if problems:

@@ -53,6 +53,8 @@ VARIANTS = {
 }
 # Every image compose.yaml and deploy/swarm/stack.yaml name, so both run right after `bench images`.
 PROJECT_IMAGES = ("slim", "distroless", "lb")
+# The rollout study's other images: the tutorial's, and micro where this checkout defines it.
+ROLLOUT_EXTRA_IMAGES = tuple(name for name in ("seed", "micro") if name in VARIANTS)
 
 
 REGISTRY_BASES = ("python:3.13-slim", "gcr.io/distroless/python3-debian13:nonroot")  # the Dockerfiles' defaults
