@@ -242,11 +242,13 @@ def running_tasks(service: str) -> set[str]:
                .stdout.split())
 
 
-def roll(service: str) -> dict:
-    """`docker service update --force` (a new task for every replica, one at a time); waits for the end."""
+def roll(service: str, *options: str) -> dict:
+    """`docker service update --force [OPTIONS]` (a new task for every replica, as the stack's update_config
+    says unless OPTIONS override it); waits for the end."""
     before = running_tasks(service)
     started = time.perf_counter()
-    result = docker("service", "update", "--force", "--detach=false", "--quiet", service, check=False, timeout=600)
+    result = docker("service", "update", "--force", "--detach=false", "--quiet", *options, service, check=False,
+                    timeout=600)
     seconds = time.perf_counter() - started
     state = docker("service", "inspect", "--format", "{{.UpdateStatus.State}}", service, quiet=True).stdout.strip()
     after = running_tasks(service)
@@ -255,11 +257,12 @@ def roll(service: str) -> dict:
             "all_replaced": bool(before) and not before & after}
 
 
-def rollout_under_load(ports: dict[str, int], service: str, plan: Plan) -> dict:
-    """One rolling update while `plan.clients` clients per balancer send requests; tallies per balancer."""
+def rollout_under_load(ports: dict[str, int], service: str, plan: Plan, *options: str) -> dict:
+    """One rolling update (`docker service update --force OPTIONS`) while `plan.clients` clients per
+    balancer send requests; tallies per balancer."""
     with load(ports, plan.clients, limit_seconds=660) as tallies:
         time.sleep(plan.settle_seconds)
-        update = roll(service)
+        update = roll(service, *options)
         time.sleep(plan.settle_seconds)
     return {"update": update, **{config: tally.as_dict() for config, tally in tallies.items()}}
 
@@ -395,12 +398,12 @@ def markdown(results: dict) -> str:
     return f"""# Rolling updates: {results['mode']} run, {results['date']}
 
 Docker {results['docker']}, {results['cpus']} CPUs. For each image, `docker stack deploy -c deploy/swarm/stack.yaml
--c deploy/swarm/no-retry.yaml` with {plan['replicas']} replicas (`endpoint_mode: dnsrr`, `order: start-first`),
-then {plan['rollouts']} × `docker service update --force --detach=false STACK_api` while {plan['clients']} client
-threads per balancer send `{results['request']}` back to back on kept-alive connections (timeout
-{results['request_timeout_seconds']:.0f} s), from {plan['settle_seconds']:.0f} s before the update to
-{plan['settle_seconds']:.0f} s after it. Both balancers stand in front of the same replicas during the same
-update. Rollout: wall time of the update command, median of the runs.
+-c deploy/swarm/no-retry.yaml` with {plan['replicas']} replicas (`endpoint_mode: dnsrr`, `order: start-first`), then
+{plan['rollouts']} × `docker service update --force --detach=false STACK_api` while {plan['clients']} client threads per
+balancer send `{results['request']}` back to back on kept-alive connections (timeout
+{results['request_timeout_seconds']:.0f} s), from {plan['settle_seconds']:.0f} s before each update to
+{plan['settle_seconds']:.0f} s after it. Both balancers stand in front of the same replicas during the same update.
+Rollout: wall time of the update command, median of the runs.
 
 {table(["image", *(CONFIG_TITLES[c] for c in configs), "rollout"], summary_rows)}
 
@@ -420,11 +423,10 @@ within the client's timeout; *http NNN*: the balancer's (or the app's) error sta
 
 ## One host: `docker compose up -d --force-recreate`
 
-compose.yaml (one distroless container) under {c['clients']} client threads sending to its published port:
-the command took {c['recreate_seconds']:.1f} s and `/health` answered again {c['answering_again_seconds']:.1f} s
-after it started; {failed_cell(c)} requests
-({kinds(c)}). With one container there is nobody to take over while it is replaced: for updates without
-failures, run replicas behind a balancer (deploy/swarm/).
+compose.yaml (one distroless container) under {c['clients']} client threads sending to its published port: the
+command took {c['recreate_seconds']:.1f} s, and `/health` answered again {c['answering_again_seconds']:.1f} s after it
+started; {failed_cell(c)} requests ({kinds(c)}). With one container nobody takes over while it is
+replaced: for updates without failures, run replicas behind a balancer (deploy/swarm/).
 
 Raw figures: [rollout.json](rollout.json). Re-render: `python -m bench report DIR`.
 """
