@@ -47,11 +47,12 @@ class Plan:
     rollouts: int
     clients: int  # client threads per balancer
     settle_seconds: float  # load before the update starts and after it ends
+    ungated: bool = False  # one more update with the health check switched off: what the gate costs and buys
 
     @classmethod
     def for_mode(cls, quick: bool) -> "Plan":
         return cls(replicas=2, rollouts=1, clients=4, settle_seconds=1.0) if quick else \
-            cls(replicas=3, rollouts=3, clients=4, settle_seconds=2.0)
+            cls(replicas=3, rollouts=3, clients=4, settle_seconds=2.0, ungated=True)
 
 
 # ---- the client ---------------------------------------------------------------------------------------
@@ -267,18 +268,32 @@ def rollout_under_load(ports: dict[str, int], service: str, plan: Plan, *options
     return {"update": update, **{config: tally.as_dict() for config, tally in tallies.items()}}
 
 
+def has_healthcheck(tag: str) -> bool:
+    return docker("image", "inspect", "--format", "{{if .Config.Healthcheck}}yes{{end}}", tag,
+                  quiet=True).stdout.strip() == "yes"
+
+
+def described(label: str, run: dict) -> str:
+    return (f"{label}: {run['update']['seconds']:.1f}s; " +
+            ", ".join(f"{c} {run[c]['failed']} failed of {run[c]['sent']}" for c in CONFIGS if c in run))
+
+
 def study_image(variant: str, plan: Plan) -> dict:
-    stack = f"{PREFIX}-{variant}"
-    progress(f"rollout: {VARIANTS[variant].tag}, {plan.replicas} replicas, {plan.rollouts} rolling update(s), "
+    stack, tag = f"{PREFIX}-{variant}", VARIANTS[variant].tag
+    progress(f"rollout: {tag}, {plan.replicas} replicas, {plan.rollouts} rolling update(s), "
              f"{plan.clients} clients per balancer")
+    result = {}
     with deployed_stack(stack, variant, plan.replicas) as ports:
         runs = []
         for number in range(plan.rollouts):
             runs.append(rollout_under_load(ports, f"{stack}_api", plan))
-            progress(f"rollout {variant} {number + 1}/{plan.rollouts}: {runs[-1]['update']['seconds']:.1f}s; " +
-                     ", ".join(f"{c} {runs[-1][c]['failed']} failed of {runs[-1][c]['sent']}" for c in ports))
+            progress(described(f"rollout {variant} {number + 1}/{plan.rollouts}", runs[-1]))
+        if plan.ungated and has_healthcheck(tag):
+            # Last, since it leaves the service without its health check.
+            result["without_health_gate"] = rollout_under_load(ports, f"{stack}_api", plan, "--no-healthcheck")
+            progress(described(f"rollout {variant} without its health check", result["without_health_gate"]))
     return {"runs": runs, "rollout_seconds": summary([r["update"]["seconds"] for r in runs]),
-            **{config: totals(runs, config) for config in ports}}
+            **{config: totals(runs, config) for config in ports}, **result}
 
 
 def totals(runs: list[dict], config: str) -> dict:
@@ -394,6 +409,10 @@ def markdown(results: dict) -> str:
                  f"{run['update']['replicas_replaced']}/{run['update']['replicas']}",
                  *(f"{run[c]['failed']} / {run[c]['sent']:,}" for c in configs)]
                 for name, r in images.items() for i, run in enumerate(r["runs"])]
+    ungated_rows = [[f"`{name}`", f"{r['rollout_seconds']['median']:.1f} s",
+                     f"{r['without_health_gate']['update']['seconds']:.1f} s",
+                     *(failed_cell(r["without_health_gate"][c]) for c in configs)]
+                    for name, r in images.items() if "without_health_gate" in r]
     c = results["compose"]
     return f"""# Rolling updates: {results['mode']} run, {results['date']}
 
@@ -421,7 +440,7 @@ within the client's timeout; *http NNN*: the balancer's (or the app's) error sta
 {table(["image", "run", "rollout", "update state", "replaced", *(f"{c}: failed / sent" for c in configs)],
        run_rows)}
 
-## One host: `docker compose up -d --force-recreate`
+{ungated_section(ungated_rows, configs)}## One host: `docker compose up -d --force-recreate`
 
 compose.yaml (one distroless container) under {c['clients']} client threads sending to its published port: the
 command took {c['recreate_seconds']:.1f} s, and `/health` answered again {c['answering_again_seconds']:.1f} s after it
@@ -429,6 +448,22 @@ started; {failed_cell(c)} requests ({kinds(c)}). With one container nobody takes
 replaced: for updates without failures, run replicas behind a balancer (deploy/swarm/).
 
 Raw figures: [rollout.json](rollout.json). Re-render: `python -m bench report DIR`.
+"""
+
+
+def ungated_section(rows: list[list[str]], configs: list[str]) -> str:
+    if not rows:
+        return ""
+    header = ["image", "rollout, gated (median)", "rollout without the gate",
+              *(f"without the gate: {CONFIG_TITLES[c]}" for c in configs)]
+    return f"""## What the health-check gate costs and buys
+
+For each image that has a health check, one more update after the others with it switched off
+(`docker service update --force --no-healthcheck`): swarm then starts the next replica as soon as the new
+container runs, as it does for `seed`, which has none.
+
+{table(header, rows)}
+
 """
 
 
