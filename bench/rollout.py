@@ -21,14 +21,14 @@ import threading
 import time
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .docker import ROOT, docker, image_exists, progress
 from .images import IMAGE, VARIANTS
-from .measure import free_port, summary
+from .measure import becomes_healthy, free_port, summary
 from .report import table
 
 STACK_FILE = ROOT / "deploy" / "swarm" / "stack.yaml"
@@ -138,24 +138,19 @@ def load(ports: dict[str, int], clients: int, limit_seconds: float) -> Iterator[
                 totals[label].add(part)
 
 
-def answers(port: int) -> bool:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-    try:
-        connection.request("GET", "/health")
-        return connection.getresponse().status == 200
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        connection.close()
-
-
-def wait_until(condition, seconds: float, what: str, interval: float = 0.5) -> None:
+def eventually(condition: Callable[[], bool], seconds: float, interval: float = 0.5) -> bool:
+    """Whether condition() turns true within the time, asked every interval."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if condition():
-            return
+            return True
         time.sleep(interval)
-    raise RuntimeError(f"{what} within {seconds:.0f} s")
+    return False
+
+
+def must_answer(port: int, what: str, seconds: float = 60) -> None:
+    if not becomes_healthy(port, seconds):
+        raise RuntimeError(f"{what} did not answer GET /health with 200 on port {port} within {seconds:.0f} s")
 
 
 # ---- swarm --------------------------------------------------------------------------------------------
@@ -213,8 +208,8 @@ def remove_stack(stack: str) -> None:
     """Remove the stack and wait until its network is gone too (a redeploy would otherwise find it)."""
     docker("stack", "rm", stack, check=False)
     network = f"{stack}_backend"
-    wait_until(lambda: docker("network", "inspect", network, check=False, quiet=True).returncode != 0,
-               60, f"network {network} was not removed")
+    if not eventually(lambda: docker("network", "inspect", network, check=False, quiet=True).returncode != 0, 60):
+        raise RuntimeError(f"network {network} was not removed within 60 s")
 
 
 @contextmanager
@@ -228,9 +223,10 @@ def deployed_stack(stack: str, variant: str, replicas: int, with_no_retry: bool 
                      HELLO_API_NO_RETRY_PORT=str(ports.get("no_retry", 0))):
         docker("stack", "deploy", *files, stack)
     try:
-        wait_until(lambda: converged(stack), 120, f"stack {stack} did not converge ({stack_services(stack)})")
+        if not eventually(lambda: converged(stack), 120):
+            raise RuntimeError(f"stack {stack} did not converge within 120 s: {stack_services(stack)}")
         for config, port in ports.items():
-            wait_until(lambda p=port: answers(p), 60, f"the {config} balancer did not answer 200 on port {port}")
+            must_answer(port, f"the {config} balancer")
         # The balancers find replicas by DNS (every second) and admit them after two health checks.
         time.sleep(3)
         yield ports
@@ -334,7 +330,7 @@ def compose_project(project: str) -> Iterator[int]:
     with substituted(HELLO_API_IMAGE=IMAGE, HELLO_API_PORT=str(port), HELLO_API_BIND="127.0.0.1"):
         try:
             compose(project, "up", "-d")
-            wait_until(lambda: answers(port), 60, f"compose project {project} did not answer on port {port}")
+            must_answer(port, f"compose project {project}")
             yield port
         finally:
             compose(project, "down", "--timeout", "20")
@@ -348,7 +344,7 @@ def compose_recreate(plan: Plan) -> dict:
         time.sleep(plan.settle_seconds)
         started = time.perf_counter()
         seconds = compose(project, "up", "-d", "--force-recreate")
-        wait_until(lambda: answers(port), 60, "the recreated container did not answer", interval=0.05)
+        must_answer(port, "the recreated container")
         answering_again = time.perf_counter() - started
         time.sleep(plan.settle_seconds)
     return {"recreate_seconds": seconds, "answering_again_seconds": answering_again, "clients": plan.clients,
