@@ -201,7 +201,7 @@ def test_stopping_the_old_replica_first_loses_requests_so_the_check_above_can_fa
 
 
 def test_the_committed_rollout_results_render_to_their_report():
-    committed = sorted((ROOT / "bench" / "results").glob("*-rollout"))
+    committed = sorted((ROOT / "bench" / "results").glob("*-rollout*"))
     assert committed, "no committed rollout run under bench/results/"
     for directory in committed:
         assert rollout.check(Path(directory)) == []
