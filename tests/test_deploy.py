@@ -15,6 +15,7 @@ import yaml
 from conftest import ROOT, require_image
 
 from bench import rollout
+from bench.docker import docker
 from service.config import Settings
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -125,13 +126,24 @@ def test_compose_waits_for_the_services_drain_before_it_kills():
     assert stop_grace.endswith("s") and float(stop_grace[:-1]) > Settings().shutdown_grace
 
 
+def hardening(label: str) -> list[dict]:
+    """Read-only root, dropped capabilities and security options of the running containers with the label."""
+    names = docker("ps", "-q", "--filter", f"label={label}", quiet=True).stdout.split()
+    assert names, f"no running container has the label {label}"
+    template = '{"read_only": {{json .HostConfig.ReadonlyRootfs}}, "cap_drop": {{json .HostConfig.CapDrop}}}'
+    return [json.loads(docker("inspect", "--format", template, name, quiet=True).stdout) for name in names]
+
+
 @pytest.mark.docker
-def test_compose_up_answers_on_the_published_port(engine):
+def test_compose_up_answers_on_the_published_port_from_a_locked_down_container(engine):
     require_image("distroless")
-    with rollout.compose_project(f"hello-api-test-{uuid.uuid4().hex[:8]}") as port:
+    project = f"hello-api-test-{uuid.uuid4().hex[:8]}"
+    with rollout.compose_project(project) as port:
         answer = requests.get(f"http://127.0.0.1:{port}/hello/compose", timeout=5)
+        (container,) = hardening(f"com.docker.compose.project={project}")
     assert answer.status_code == 200
     assert answer.json() == {"message": "Hello, compose!", "environment": "production"}
+    assert container == {"read_only": True, "cap_drop": ["ALL"]}
 
 
 # ---- Swarm ---------------------------------------------------------------------------------------------
@@ -186,6 +198,8 @@ def test_a_rolling_update_fails_no_request_through_either_balancer(stack):
     assert outcome["update"]["update_state"] == "completed"
     assert outcome["update"]["all_replaced"], outcome["update"]
     assert_every_request_answered(outcome)
+    for replica in hardening(f"com.docker.swarm.service.name={service}"):
+        assert replica == {"read_only": True, "cap_drop": ["ALL"]}
 
 
 @pytest.mark.docker
