@@ -52,4 +52,6 @@ EXPOSE 5000
 # The service's own check: the image needs no curl, and the same command works in distroless.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python3", "-m", "service.healthcheck"]
-CMD ["python3", "-m", "service"]
+# ENTRYPOINT, as in the distroless image: `docker run IMAGE --help` reaches the service in both; for a
+# shell, `docker run --entrypoint bash IMAGE`.
+ENTRYPOINT ["python3", "-m", "service"]

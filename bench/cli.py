@@ -1,11 +1,12 @@
 """The image study and its tools. Without a sub-command: `study`. Every Docker command is printed."""
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-from . import bases, images, reliability, report, rollout, study
+from . import bases, guarantees, images, reliability, report, rollout, study
 from .docker import DockerError
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest"
@@ -29,6 +30,18 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
 
 def has_rollout(directory: Path) -> bool:
     return (directory / "rollout.json").is_file()
+
+
+def guarantees_broken(directory: Path) -> list[str]:
+    """The guarantees (not the speed targets) that a results directory's runs broke."""
+    problems = []
+    if (directory / "results.json").is_file():
+        problems += guarantees.study_failures(json.loads((directory / "results.json").read_text()))
+    if (directory / "reliability.json").is_file():
+        problems += guarantees.reliability_failures(json.loads((directory / "reliability.json").read_text()))
+    if has_rollout(directory):
+        problems += rollout.failures(json.loads((directory / "rollout.json").read_text()))
+    return [f"guarantee broken: {problem}" for problem in problems]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,13 +91,19 @@ def run(argv: list[str]) -> int:
         study.run_study(images.choose_offline(options.bases), plan, options.output, options.label)
     elif options.command == "reliability":
         images.build_images(images.choose_offline(options.bases))
-        reliability.run_reliability(options.output, options.quick)
+        results = reliability.run_reliability(options.output, options.quick)
         if (options.output / "results.json").is_file():
             study.rerender(options.output)  # so report.md links the reliability results beside it
+        for failure in results["failures"]:
+            print(f"bench reliability: guarantee broken: {failure}", file=sys.stderr)
+        return 1 if results["failures"] else 0
     elif options.command == "rollout":
         offline = images.choose_offline(options.bases)
-        images.build_images(offline, (*images.ROLLOUT_EXTRA_IMAGES, *images.PROJECT_IMAGES))
-        rollout.run_rollout(options.output, options.quick)
+        images.build_images(offline, (*images.ROLLOUT_EXTRA_IMAGES, *images.DEPLOY_IMAGES))
+        broken = rollout.failures(rollout.run_rollout(options.output, options.quick))
+        for failure in broken:
+            print(f"bench rollout: guarantee broken: {failure}", file=sys.stderr)
+        return 1 if broken else 0
     elif options.command == "report":
         if has_rollout(options.directory):
             rollout.render(options.directory)
@@ -94,6 +113,7 @@ def run(argv: list[str]) -> int:
         problems = rollout.check(options.directory) if has_rollout(options.directory) else []
         if not has_rollout(options.directory) or (options.directory / "results.json").is_file():
             problems += report.check(options.directory)
+        problems += guarantees_broken(options.directory)
         for problem in problems:
             print(f"bench check: {problem}", file=sys.stderr)
         if problems:

@@ -10,6 +10,7 @@ from . import bases
 from .docker import ROOT, ca_secret_args, docker, progress
 
 BENCH = Path(__file__).resolve().parent
+GENERATED = BENCH / ".generated"  # Dockerfiles the study derives (the naive variant's); not committed
 # The repository part of every tag (hello-api:slim, ...). Another name keeps a second checkout's images
 # apart from these on a shared engine: HELLO_API_IMAGE=hello-api-dev python -m bench images.
 IMAGE = os.environ.get("HELLO_API_IMAGE", "hello-api")
@@ -51,8 +52,9 @@ VARIANTS = {
     "lb": Variant("lb", f"{IMAGE}:lb", ROOT / "deploy" / "swarm" / "haproxy" / "Dockerfile",
                   ROOT / "deploy" / "swarm" / "haproxy", "HAProxy from Debian packages, the swarm stack's balancer"),
 }
-# Every image compose.yaml and deploy/swarm/stack.yaml name, so both run right after `bench images`.
-PROJECT_IMAGES = ("slim", "distroless", "lb")
+PROJECT_IMAGES = ("slim", "distroless")  # the API images the project ships
+# What `bench images` builds: every image compose.yaml and deploy/swarm/stack.yaml name, so both run after it.
+DEPLOY_IMAGES = (*PROJECT_IMAGES, "lb")
 # The rollout study's other images: the tutorial's, and micro where this checkout defines it.
 ROLLOUT_EXTRA_IMAGES = tuple(name for name in ("seed", "micro") if name in VARIANTS)
 
@@ -89,9 +91,20 @@ def base_args(offline: bool) -> list[str]:
     return [*bases.build_args(), "--build-arg", f"DEBIAN_IMAGE={bases.SLIM_BASE}"]
 
 
+def dockerfile_path(variant: Variant) -> Path:
+    """The file to build from: the variant's own, or (for a generated one) a file written for it, so that
+    every printed build command can be copied and run again as it is."""
+    if variant.rewrite is None:
+        return variant.dockerfile
+    GENERATED.mkdir(exist_ok=True)
+    generated = GENERATED / f"{variant.name}.Dockerfile"
+    generated.write_text(variant.dockerfile_text())
+    return generated
+
+
 def build_command(variant: Variant, offline: bool, extra: list[str] | None = None,
                   context: Path | None = None, tag: str | None = None) -> list[str]:
-    return ["build", "--progress=plain", "-f", "-", "-t", tag or variant.tag,
+    return ["build", "--progress=plain", "-f", str(dockerfile_path(variant)), "-t", tag or variant.tag,
             *base_args(offline), *ca_secret_args(), *(extra or []), str(context or variant.context)]
 
 
@@ -99,12 +112,11 @@ def build(variant: Variant, offline: bool, extra: list[str] | None = None,
           context: Path | None = None, tag: str | None = None) -> tuple[float, str]:
     """Build one variant; returns (wall seconds, BuildKit's plain progress output)."""
     started = time.perf_counter()
-    result = docker(*build_command(variant, offline, extra, context, tag), timeout=1800,
-                    input=variant.dockerfile_text().encode())
+    result = docker(*build_command(variant, offline, extra, context, tag), timeout=1800)
     return time.perf_counter() - started, result.stderr + result.stdout
 
 
-def build_images(offline: bool, names: tuple[str, ...] = PROJECT_IMAGES) -> None:
+def build_images(offline: bool, names: tuple[str, ...] = DEPLOY_IMAGES) -> None:
     for name in names:
         seconds, _ = build(VARIANTS[name], offline)
         progress(f"built {VARIANTS[name].tag} in {seconds:.1f}s")

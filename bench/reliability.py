@@ -4,21 +4,28 @@
   10 s in and the end;
 - stop under load: `docker stop` while wrk runs: the server's access log (what it answered) against what
   wrk received, the exit code, and the client-side failures, counted.
-Loopback and the project's own containers only; every run is bounded by wrk's duration.
+- lockout: 1,000 silent and 50 dripping sockets held open; how long fresh clients wait for /health.
+- pipelining: 50 connections each pipelining 431 requests in one write; how long fresh clients wait.
+- select() against poll(): the same image and load, each event loop in alternating runs.
+Loopback and the project's own containers only; every run is bounded in count and time.
 """
 
+import contextlib
 import json
+import resource
 import socket
+import statistics
 import threading
 import time
 from pathlib import Path
 
 from .docker import docker, progress
-from .images import VARIANTS
-from .measure import get_status, load_study, rss_kib, running, wrk
+from .guarantees import reliability_failures
+from .images import PROJECT_IMAGES, VARIANTS
+from .measure import get_status, load_study, rss_kib, running, summary, wrk
 
-IMAGES = ("slim", "distroless")
 CONNECTIONS = 64
+FRESH_CLIENT_TIMEOUT = 5.0
 
 
 def soak(tag: str, seconds: int) -> dict:
@@ -87,22 +94,112 @@ def slowloris_before_after(tag: str, connections: int = 300) -> dict:
     return {"half_sent_connections": connections, "fresh_client_served": outcome}
 
 
+def fresh_client_seconds(port: int) -> float | None:
+    """Seconds for a new connection's GET /health to be answered 200, or None (not within 5 s)."""
+    started = time.perf_counter()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=FRESH_CLIENT_TIMEOUT) as connection:
+            connection.sendall(b"GET /health HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            answer = connection.recv(64)
+    except OSError:
+        return None
+    return time.perf_counter() - started if answer.startswith(b"HTTP/1.1 200") else None
+
+
+def sample_fresh_clients(port: int, samples: int, interval: float, between=None) -> dict:
+    latencies = []
+    for _ in range(samples):
+        latencies.append(fresh_client_seconds(port))
+        if between:
+            between()
+        time.sleep(interval)
+    served = [s for s in latencies if s is not None]
+    return {"fresh_clients": samples, "fresh_clients_served": len(served),
+            "fresh_client_seconds": summary(served) if served else None}
+
+
+def allow_open_files(wanted: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+
+
+def lockout(tag: str, silent: int = 1000, dripping: int = 50, samples: int = 10) -> dict:
+    """Fresh clients while `silent` sockets send nothing and `dripping` ones send a header byte at a time."""
+    allow_open_files(4 * (silent + dripping))
+    with running(tag) as (_, port):
+        held: list[socket.socket] = []
+        try:
+            held += [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(silent)]
+            drippers = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(dripping)]
+            held += drippers
+            for connection in drippers:
+                connection.sendall(b"GET /health HTTP/1.1\r\nX-Slow: ")
+
+            def drip() -> None:
+                for connection in drippers:
+                    with contextlib.suppress(OSError):  # closed by the server: what the receive timeout is for
+                        connection.sendall(b"x")
+
+            outcome = sample_fresh_clients(port, samples, 0.2, between=drip)
+        finally:
+            for connection in held:
+                connection.close()
+    return {"silent": silent, "dripping": dripping, **outcome}
+
+
+def pipelining(tag: str, connections: int = 50, depth: int = 431, samples: int = 10) -> dict:
+    """Fresh clients while `connections` each pipeline `depth` requests in one write."""
+    allow_open_files(4 * connections)
+    request = b"GET /health HTTP/1.1\r\nHost: bench\r\n\r\n"
+    with running(tag) as (_, port):
+        hogs = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(connections)]
+        try:
+            for hog in hogs:
+                hog.sendall(request * depth)
+            outcome = sample_fresh_clients(port, samples, 0.1)
+        finally:
+            for hog in hogs:
+                hog.close()
+    return {"connections": connections, "pipelined_each": depth, **outcome}
+
+
+def select_against_poll(tag: str, seconds: int, rounds: int) -> dict:
+    """Alternating runs, same image and load: APP_CONNECTION_LIMIT 1000 keeps select(); 2000 needs more
+    than 1024 descriptors, so the server switches to poll()."""
+    runs: dict[str, list[dict]] = {"select": [], "poll": []}
+    for _ in range(rounds):
+        for loop, limit in (("select", 1000), ("poll", 2000)):
+            runs[loop].append(load_study(tag, seconds, 16, runs=1, env={"APP_CONNECTION_LIMIT": str(limit)}))
+    return {loop: {"requests_per_second": summary([r["requests_per_second"]["median"] for r in results]),
+                   "p99_seconds": statistics.median(r["p99_seconds"] for r in results),
+                   "seconds": seconds, "connections": 16}
+            for loop, results in runs.items()}
+
+
 def run_reliability(output: Path, quick: bool) -> dict:
     output.mkdir(parents=True, exist_ok=True)
     seconds = 20 if quick else 60
     results = {"mode": "quick" if quick else "full", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "images": {}}
-    for name in IMAGES:
+    for name in PROJECT_IMAGES:
         tag = VARIANTS[name].tag
         progress(f"soak: {tag}, wrk -c{CONNECTIONS} for {seconds}s")
         results["images"][name] = {"soak": soak(tag, seconds)}
         progress(f"stop under load: {tag}")
         results["images"][name]["stop_under_load"] = stop_under_load(tag)
+        progress(f"lockout: {tag}, 1000 silent and 50 dripping sockets, then fresh clients")
+        results["images"][name]["lockout"] = lockout(tag)
+        progress(f"pipelining: {tag}, 50 connections x 431 pipelined requests, then fresh clients")
+        results["images"][name]["pipelining"] = pipelining(tag)
     slim = VARIANTS["slim"].tag
     progress(f"tuning record: APP_THREADS 4 vs 8 on {slim}")
     results["tuning"] = {"threads": threads_before_after(slim, 5 if quick else 10)}
     progress(f"tuning record: slowloris against APP_CONNECTION_LIMIT 100 vs 1000 on {slim}")
     results["tuning"]["connection_limit"] = slowloris_before_after(slim)
+    progress(f"tuning record: select() against poll() on {slim}")
+    results["tuning"]["event_loop"] = select_against_poll(slim, 3 if quick else 10, 2 if quick else 5)
+    results["failures"] = reliability_failures(results)
     (output / "reliability.json").write_text(json.dumps(results, indent=2) + "\n")
     (output / "reliability.md").write_text(markdown(results))
     progress(f"results in {output}/: reliability.json, reliability.md")
@@ -125,12 +222,54 @@ def markdown(results: dict) -> str:
     thread_rows = "\n".join(
         f"| {n} | {t['requests_per_second']['median']:,.0f} | {t['p50_seconds'] * 1000:.1f} ms | "
         f"{t['p99_seconds'] * 1000:.1f} ms | {t['socket_errors']} |" for n, t in threads.items())
+    hostile_rows = []
+    for name, r in results["images"].items():
+        for label, case in (("1,000 silent + 50 dripping sockets", r.get("lockout")),
+                            ("50 connections × 431 pipelined requests", r.get("pipelining"))):
+            if case is None:
+                continue
+            latency = case["fresh_client_seconds"]
+            hostile_rows.append(f"| `{name}` | {label} | {case['fresh_clients_served']} of {case['fresh_clients']} | "
+                                + (f"{latency['median'] * 1000:.0f} ms | {latency['max'] * 1000:.0f} ms |"
+                                   if latency else "– | – |"))
+    loops = results["tuning"].get("event_loop", {})
+    loop_rows = "\n".join(
+        f"| {loop} | {rate['median']:,.0f} | {rate['min']:,.0f}–{rate['max']:,.0f} | {rate['runs']} | "
+        f"{r['p99_seconds'] * 1000:.1f} ms |" for loop, r in loops.items() for rate in [r["requests_per_second"]])
+    hostile_section = "" if not hostile_rows else f"""## Hostile clients
+
+Fresh clients (a new connection, `GET /health`, 5 s timeout), 10 of them, while other sockets misbehave:
+silent ones send nothing, dripping ones send a byte of an unfinished header every 0.2 s, pipelining ones
+send 431 requests in one write and read nothing. Default settings (`APP_CONNECTION_LIMIT=1000`,
+`APP_RECEIVE_TIMEOUT=5`), through the `-p` mapping.
+
+| image | other sockets | fresh clients served | median wait | max wait |
+|---|---|---|---|---|
+{chr(10).join(hostile_rows)}
+
+"""
+    loop_section = "" if not loops else "\n" + f"""Event loop: `select()` (while the connection limit fits under 1,024
+descriptors) against `poll()` (`APP_CONNECTION_LIMIT=2000` switches to it), `wrk -c16`, alternating runs,
+one container each:
+
+| loop | req/s (median) | range | runs | p99 (median) |
+|---|---|---|---|---|
+{loop_rows}
+"""
+    failures = results.get("failures")
+    if failures is None:  # a run from before the guarantees were checked
+        verdict = ""
+    elif failures:
+        verdict = "**Guarantees broken:**\n\n" + "\n".join(f"- {failure}" for failure in failures) + "\n\n"
+    else:
+        verdict = ("Every guarantee held: no lost request, no killed container, no socket error or non-2xx in "
+                   "the soak, no fresh client locked out.\n\n")
     loris = results["tuning"]["connection_limit"]
     loris_rows = "\n".join(f"| {limit} | {'yes' if served else '**no**'} |"
                             for limit, served in loris["fresh_client_served"].items())
     return f"""# Reliability: {results['mode']} run, {results['date']}
 
-## Soak
+{verdict}## Soak
 
 `wrk --latency -t2 -c{first['connections']} -d{first['seconds']}s --timeout 5s http://127.0.0.1:PORT/hello/soak`
 through the `-p` mapping; RSS of the server (PID 1) 10 s in and 1 s before the end. Passes with no socket
@@ -150,7 +289,7 @@ connections refused or closed after the server stopped listening, counted, not h
 |---|---|---|---|---|---|---|---|
 {chr(10).join(stop_rows)}
 
-## Tuning record (slim image)
+{hostile_section}## Tuning record (slim image)
 
 Worker threads, before (waitress's default) and after (this project's default), `wrk -c{CONNECTIONS}`,
 median of 2 runs of {next(iter(threads.values()))['seconds']} s each:
@@ -165,4 +304,4 @@ Connection limit, before (waitress's default 100) and after (this project's 1000
 | APP_CONNECTION_LIMIT | fresh client served |
 |---|---|
 {loris_rows}
-"""
+{loop_section}"""

@@ -29,7 +29,7 @@ from pathlib import Path
 from .docker import ROOT, docker, image_exists, progress
 from .images import IMAGE, VARIANTS
 from .measure import becomes_healthy, free_port, summary
-from .report import table
+from .report import BASELINE, table
 
 STACK_FILE = ROOT / "deploy" / "swarm" / "stack.yaml"
 NO_RETRY_FILE = ROOT / "deploy" / "swarm" / "no-retry.yaml"
@@ -377,6 +377,24 @@ def run_rollout(output: Path, quick: bool) -> dict:
     write_all(results, output)
     progress(f"results in {output}/: rollout.json, rollout.md, rollout.svg")
     return results
+
+
+def failures(results: dict) -> list[str]:
+    """The guarantee: every image but the tutorial's kept every request through both balancers in every gated
+    rolling update, and every update completed and replaced every replica. (The ungated update is an
+    experiment, and one Compose container cannot be recreated without a gap: neither is a guarantee.)"""
+    problems = []
+    for name, result in results["images"].items():
+        for number, run in enumerate(result["runs"], 1):
+            if run["update"]["update_state"] != "completed" or not run["update"]["all_replaced"]:
+                problems.append(f"{name}: rolling update {number} did not complete and replace every replica: "
+                                f"{run['update']}")
+            for config in (c for c in CONFIGS if c in run and name != BASELINE):
+                if run[config]["failed"]:
+                    problems.append(f"{name}: rolling update {number} lost {run[config]['failed']} of "
+                                    f"{run[config]['sent']} requests through the {config} balancer: "
+                                    f"{run[config]['failed_by_kind']}")
+    return problems
 
 
 # ---- report -------------------------------------------------------------------------------------------

@@ -17,6 +17,14 @@ STATUS_LINES = {
     500: "500 Internal Server Error",
 }
 
+JSON_HEADERS = [  # on every answer, the app's and the server's own errors alike
+    ("Content-Type", "application/json; charset=utf-8"),
+    ("X-Content-Type-Options", "nosniff"),
+    # Nothing here may be stored: a cached /health would report a dead service as healthy, and every
+    # answer echoes the deployment's environment, which changes with the next deploy.
+    ("Cache-Control", "no-store"),
+]
+
 log = logging.getLogger("service.app")
 
 StartResponse = Callable[..., Any]
@@ -103,12 +111,8 @@ def create_app(environment: str) -> WSGIApp:
                 500, "internal_error",
                 "The server failed to answer; the error is logged. Retry, and report it if it persists.")
         body = encode(payload)
-        start_response(STATUS_LINES[status], [
-            ("Content-Type", "application/json; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            ("X-Content-Type-Options", "nosniff"),
-            *extra_headers,
-        ])
+        start_response(STATUS_LINES[status],
+                       [*JSON_HEADERS, ("Content-Length", str(len(body))), *extra_headers])
         return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
 
     return app

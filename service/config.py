@@ -5,6 +5,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+PREFIX = "APP_"
+
 
 class ConfigError(ValueError):
     """A variable holds a value the service cannot use; the message says which and what is allowed."""
@@ -17,6 +19,7 @@ class Settings(NamedTuple):  # not a dataclass: importing dataclasses costs 1.5 
     threads: int = 8  # waitress's default is 4; 8 measured a third of its p99 at 64 connections (README, Tuning)
     connection_limit: int = 1000
     channel_timeout: int = 60
+    receive_timeout: float = 5.0
     shutdown_grace: float = 5.0
     log_level: str = "INFO"
 
@@ -58,29 +61,70 @@ def log_level(text: str) -> str:
     raise ValueError("one of DEBUG, INFO, WARNING, ERROR")
 
 
-# variable -> (Settings field, parser). The README's configuration table mirrors this one.
-VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "APP_ENV": ("environment", environment_name),
-    "APP_PORT": ("port", whole_number(1, 65535)),
-    "APP_HOST": ("host", listen_host),
-    "APP_THREADS": ("threads", whole_number(1, 256)),
-    "APP_CONNECTION_LIMIT": ("connection_limit", whole_number(10, 100_000)),
-    "APP_CHANNEL_TIMEOUT": ("channel_timeout", whole_number(1, 3600)),
-    "APP_SHUTDOWN_GRACE": ("shutdown_grace", seconds(0, 60)),
-    "APP_LOG_LEVEL": ("log_level", log_level),
+class Variable(NamedTuple):
+    field: str  # the Settings field it sets
+    parse: Callable[[str], Any]
+    allowed: str  # for --help
+    purpose: str  # for --help
+
+
+# The README's configuration table and `python -m service --help` both mirror this one.
+VARIABLES: dict[str, Variable] = {
+    "APP_ENV": Variable("environment", environment_name, "1-64 of A-Z a-z 0-9 . _ -, a letter or digit first",
+                        "echoed as 'environment' in every answer"),
+    "APP_PORT": Variable("port", whole_number(1, 65535), "1-65535", "TCP port"),
+    "APP_HOST": Variable("host", listen_host, "'*' or an IP address",
+                         "'*': 0.0.0.0, plus [::] where the host has IPv6"),
+    "APP_THREADS": Variable("threads", whole_number(1, 256), "1-256", "worker threads"),
+    "APP_CONNECTION_LIMIT": Variable("connection_limit", whole_number(10, 100_000), "10-100000",
+                                     "open connections; when full, the one waiting longest for a request is closed"),
+    "APP_CHANNEL_TIMEOUT": Variable("channel_timeout", whole_number(1, 3600), "1-3600 s",
+                                    "an idle keep-alive connection is closed after this"),
+    "APP_RECEIVE_TIMEOUT": Variable("receive_timeout", seconds(0.5, 300), "0.5-300 s",
+                                    "a request must arrive whole (headers and body) within this"),
+    "APP_SHUTDOWN_GRACE": Variable("shutdown_grace", seconds(0, 60), "0-60 s",
+                                   "on SIGTERM/SIGINT, time for received requests to finish"),
+    "APP_LOG_LEVEL": Variable("log_level", log_level, "DEBUG INFO WARNING ERROR",
+                              "WARNING and above also silence the access log"),
 }
 
 
 def load(environ: Mapping[str, str]) -> Settings:
     """Read every APP_* variable; unset ones keep their default. Raises ConfigError on the first bad one."""
     values = {}
-    for variable, (field, parse) in VARIABLES.items():
-        if variable not in environ:
+    for name, variable in VARIABLES.items():
+        if name not in environ:
             continue
-        text = environ[variable]
+        text = environ[name]
         try:
-            values[field] = parse(text)
+            values[variable.field] = variable.parse(text)
         except ValueError as allowed:
-            raise ConfigError(f"{variable}={text!r} is not valid: expected {allowed}. "
-                              f"Fix or unset {variable}.") from None
+            raise ConfigError(f"{name}={text!r} is not valid: expected {allowed}. "
+                              f"Fix or unset {name}.") from None
     return Settings(**values)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One warning per APP_* name this service does not read, naming the closest one it does."""
+    unknown = sorted(name for name in environ if name.startswith(PREFIX) and name not in VARIABLES)
+    if not unknown:
+        return []
+    import difflib  # only when there is something to suggest: it is not needed to serve
+
+    warnings = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, VARIABLES, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(VARIABLES)}"
+        warnings.append(f"{name} is not a setting of this service and is ignored; {hint}")
+    return warnings
+
+
+def usage() -> str:
+    """`--help`: every variable with its default and what it allows, from the table above."""
+    defaults = Settings()
+    rows = [f"  {name:<22} default {getattr(defaults, v.field)!s:<12} allowed: {v.allowed}\n"
+            f"  {'':<22} {v.purpose}" for name, v in VARIABLES.items()]
+    return ("usage: python -m service [--help | --version]\n\n"
+            "Serves GET /health and GET /hello/<name> as JSON. Configured only by the environment:\n\n"
+            + "\n".join(rows) + "\n\nAn invalid value stops start-up with exit status 2; a port that cannot be "
+            "bound, with 1.\n")

@@ -1,16 +1,19 @@
 """`python -m service.healthcheck`: exit 0 when the local server answers /health, 1 otherwise.
 
-Standard library only, so the shell-less distroless image can use it as its HEALTHCHECK.
+Speaks HTTP/1.1 over a plain socket: no shell or curl is needed (distroless has neither), and unlike
+http.client it never imports ssl, so an image may leave out libssl and libcrypto.
 """
 
-import http.client
 import json
 import os
+import socket
 import sys
 
 from . import config
+from .transport import HEALTHCHECK_AGENT
 
 TIMEOUT_SECONDS = 2.0
+MAX_ANSWER_BYTES = 64 * 1024
 
 
 def probe_address(settings: config.Settings) -> str:
@@ -22,25 +25,41 @@ def probe_address(settings: config.Settings) -> str:
     return settings.host
 
 
-def check(settings: config.Settings) -> str | None:
-    """None when healthy, else what went wrong."""
-    connection = http.client.HTTPConnection(probe_address(settings), settings.port,
-                                            timeout=TIMEOUT_SECONDS)
-    try:
-        connection.request("GET", "/health")
-        response = connection.getresponse()
-        body = response.read()
-    except OSError as problem:
-        return f"no answer from port {settings.port}: {problem}"
-    finally:
-        connection.close()
-    if response.status != 200:
-        return f"/health answered {response.status}"
+def fetch_health(host: str, port: int) -> bytes:
+    """The raw answer to GET /health, read until the server closes (the request asks it to)."""
+    request = (f"GET /health HTTP/1.1\r\nHost: localhost\r\nUser-Agent: {HEALTHCHECK_AGENT}\r\n"
+               "Connection: close\r\n\r\n").encode()
+    with socket.create_connection((host, port), timeout=TIMEOUT_SECONDS) as connection:
+        connection.sendall(request)
+        answer = b""
+        while len(answer) < MAX_ANSWER_BYTES and (chunk := connection.recv(8192)):
+            answer += chunk
+    return answer
+
+
+def verdict(answer: bytes) -> str | None:
+    """None when the answer is 200 with status "healthy", else what went wrong."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+        return f"/health answered something that is not HTTP: {status_line[:80]!r}"
+    if parts[1] != "200":
+        return f"/health answered {parts[1]}"
     try:
         status = json.loads(body).get("status")
-    except ValueError:
-        return "/health answered something that is not JSON"
+    except (ValueError, AttributeError):
+        return "/health answered something that is not a JSON object"
     return None if status == "healthy" else f"/health says status={status!r}"
+
+
+def check(settings: config.Settings) -> str | None:
+    """None when healthy, else what went wrong."""
+    try:
+        answer = fetch_health(probe_address(settings), settings.port)
+    except OSError as problem:
+        return f"no answer from port {settings.port}: {problem}"
+    return verdict(answer)
 
 
 def main() -> int:

@@ -16,6 +16,28 @@ from bench.measure import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ["slim", "distroless"]
+SHELL_LESS = ["distroless"]
+
+
+def in_ci() -> bool:
+    """CI systems set CI to true, 1 or yes: under any of them a skipped test is a failed one."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if in_ci() and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI, which counts as a failure: {reason}"
+
+
+def service_environment(**overrides: str) -> dict[str, str]:
+    """The caller's environment without any APP_* variable (a shell's APP_LOG_LEVEL must not leak into a
+    test's server), plus `overrides`."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("APP_")}, **overrides}
 
 
 def wait_for_health(url: str, seconds: float = 15.0) -> None:
@@ -54,12 +76,14 @@ def start_service():
     started: list[Running] = []
 
     def start(env: dict[str, str] | None = None, module: str = "service", wait: bool = True,
-              command: list[str] | None = None) -> Running:
+              command: list[str] | None = None, preexec_fn=None) -> Running:
         port = free_port()
-        environ = {**os.environ, "APP_PORT": str(port), "APP_HOST": "127.0.0.1",
-                   "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), **(env or {})}
+        environ = service_environment(**{"APP_PORT": str(port), "APP_HOST": "127.0.0.1",
+                                         "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+                                         **(env or {})})
         process = subprocess.Popen(command or [sys.executable, "-m", module], env=environ, cwd=ROOT,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=preexec_fn)
         running = Running(process, f"http://127.0.0.1:{port}", port)
         started.append(running)
         if wait:
@@ -76,8 +100,8 @@ def start_service():
 # ---- containers (the tests marked docker) ------------------------------------------------------------
 
 def unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: container tests must run, not skip)")
+    if in_ci():
+        pytest.fail(f"{reason} (under CI, container tests must run, not skip)")
     pytest.skip(reason)
 
 

@@ -121,3 +121,67 @@ def test_the_committed_results_render_and_pass_the_check():
     for directory in committed:
         assert report.check(directory) == [], directory
         assert json.loads((directory / "results.json").read_text())["mode"] == "full"
+
+
+def synthetic_reliability(**stop: int) -> dict:
+    soak = {"requests_per_second": 2000.0, "requests": 40000, "p50_seconds": 0.02, "p99_seconds": 0.05,
+            "non_2xx": 0, "socket_errors": 0, "rss_at_10s_kib": 16000, "rss_at_end_kib": 16000, "seconds": 20,
+            "connections": 64, "rss_growth": 0.0, "ok": True}
+    stopped = {"exit_code": 0, "stop_seconds": 0.3, "answered_by_server": 100, "received_by_client": 100,
+               "lost": 0, "client_socket_errors": 5, "client_non_2xx": 0, "server_said": "Stopped cleanly",
+               "ok": True, **stop}
+    lockout = {"silent": 1000, "dripping": 50, "fresh_clients": 10, "fresh_clients_served": 10,
+               "fresh_client_seconds": summary([0.01, 0.02])}
+    return {"mode": "quick", "date": "d", "images": {"slim": {"soak": soak, "stop_under_load": stopped,
+                                                              "lockout": lockout}},
+            "tuning": {"threads": {"8": {"requests_per_second": summary([2000.0]), "p50_seconds": 0.01,
+                                         "p99_seconds": 0.05, "socket_errors": 0, "seconds": 5}},
+                       "connection_limit": {"half_sent_connections": 300, "fresh_client_served": {}}}}
+
+
+def test_guarantees_hold_for_a_clean_run_and_break_on_a_lost_request_or_a_kill():
+    from bench.guarantees import reliability_failures, study_failures
+
+    assert reliability_failures(synthetic_reliability()) == []
+    lost = reliability_failures(synthetic_reliability(received_by_client=99, lost=1))
+    assert lost == ["slim: stopping under load, the server answered 100 requests but the client received 99: 1 lost"]
+    assert reliability_failures(synthetic_reliability(exit_code=137))
+    locked = synthetic_reliability()
+    locked["images"]["slim"]["lockout"]["fresh_clients_served"] = 9
+    assert reliability_failures(locked)
+    results = synthetic_results()
+    assert study_failures(results) == []
+    results["variants"]["distroless"]["stop"]["exit_codes"] = [0, 137, 0]
+    assert study_failures(results) == ["distroless: docker stop left exit codes [0, 137, 0]; every one must be 0 "
+                                       "(137: it was killed)"]
+    results["variants"]["seed"]["stop"]["exit_codes"] = [137]  # the baseline is expected to be killed
+    assert len(study_failures(results)) == 1
+
+
+def test_bench_check_fails_on_a_broken_guarantee_even_when_every_file_renders(tmp_path):
+    from bench.cli import main
+    from bench.reliability import markdown
+
+    results = synthetic_results()
+    results["targets"] = report.evaluate_targets(results)
+    report.write_all(results, tmp_path)
+    abuse = synthetic_reliability()
+    for name, rendered in (("reliability.json", json.dumps(abuse)), ("reliability.md", markdown(abuse))):
+        (tmp_path / name).write_text(rendered)
+    report.write_all(results, tmp_path)  # report.md links the reliability results once they exist
+    assert main(["check", str(tmp_path)]) == 0
+    abuse = synthetic_reliability(received_by_client=90, lost=10)
+    for name, rendered in (("reliability.json", json.dumps(abuse)), ("reliability.md", markdown(abuse))):
+        (tmp_path / name).write_text(rendered)
+    assert main(["check", str(tmp_path)]) == 1
+
+
+def test_build_commands_name_a_dockerfile_that_exists_so_they_can_be_run_as_printed():
+    from pathlib import Path
+
+    from bench.images import build_command
+
+    for name in ("seed", "naive", "slim", "distroless"):
+        command = build_command(VARIANTS[name], offline=False)
+        assert "-" not in command[command.index("-f") + 1:command.index("-f") + 2]
+        assert Path(command[command.index("-f") + 1]).read_text() == VARIANTS[name].dockerfile_text()

@@ -1,29 +1,30 @@
-"""Configuration from the environment: defaults, overrides, and a clear refusal of every bad value."""
+"""Configuration from the environment: defaults, overrides, edges, and a clear refusal of every bad value."""
 
 import pytest
 
-from service.config import VARIABLES, ConfigError, Settings, load
+from service.config import VARIABLES, ConfigError, load, unknown_variables, usage
 
 
 def test_defaults_apply_when_nothing_is_set():
     settings = load({})
-    assert settings == Settings()
-    assert (settings.environment, settings.port, settings.host) == ("development", 5000, "*")
+    assert settings._asdict() == {
+        "environment": "development", "port": 5000, "host": "*", "threads": 8, "connection_limit": 1000,
+        "channel_timeout": 60, "receive_timeout": 5.0, "shutdown_grace": 5.0, "log_level": "INFO"}
 
 
 def test_each_variable_overrides_its_setting():
     settings = load({
-        "APP_ENV": "production", "APP_PORT": "8080", "APP_HOST": "127.0.0.1", "APP_THREADS": "8",
-        "APP_CONNECTION_LIMIT": "500", "APP_CHANNEL_TIMEOUT": "30", "APP_SHUTDOWN_GRACE": "2.5",
-        "APP_LOG_LEVEL": "warning",
+        "APP_ENV": "production", "APP_PORT": "8080", "APP_HOST": "127.0.0.1", "APP_THREADS": "3",
+        "APP_CONNECTION_LIMIT": "500", "APP_CHANNEL_TIMEOUT": "30", "APP_RECEIVE_TIMEOUT": "2.5",
+        "APP_SHUTDOWN_GRACE": "2.5", "APP_LOG_LEVEL": "warning",
     })
-    assert settings == Settings(environment="production", port=8080, host="127.0.0.1", threads=8,
-                                connection_limit=500, channel_timeout=30, shutdown_grace=2.5,
-                                log_level="WARNING")
+    assert settings._asdict() == {
+        "environment": "production", "port": 8080, "host": "127.0.0.1", "threads": 3, "connection_limit": 500,
+        "channel_timeout": 30, "receive_timeout": 2.5, "shutdown_grace": 2.5, "log_level": "WARNING"}
 
 
 def test_unrelated_variables_are_ignored():
-    assert load({"PATH": "/bin", "APP_UNKNOWN": "x"}) == Settings()
+    assert load({"PATH": "/bin", "APP_UNKNOWN": "x"}) == load({})
 
 
 @pytest.mark.parametrize("value", ["::", "::1", "0.0.0.0", "10.1.2.3", "*"])
@@ -31,15 +32,33 @@ def test_listen_host_accepts_ip_addresses_and_star(value):
     assert load({"APP_HOST": value}).host == value
 
 
+ACCEPTED_EDGES = [  # the first and last value of every range the README states
+    ("APP_ENV", "a", "a"), ("APP_ENV", "9" + "x" * 63, "9" + "x" * 63), ("APP_ENV", "A.b_c-9", "A.b_c-9"),
+    ("APP_PORT", "1", 1), ("APP_PORT", "65535", 65535),
+    ("APP_THREADS", "1", 1), ("APP_THREADS", "256", 256),
+    ("APP_CONNECTION_LIMIT", "10", 10), ("APP_CONNECTION_LIMIT", "100000", 100_000),
+    ("APP_CHANNEL_TIMEOUT", "1", 1), ("APP_CHANNEL_TIMEOUT", "3600", 3600),
+    ("APP_RECEIVE_TIMEOUT", "0.5", 0.5), ("APP_RECEIVE_TIMEOUT", "300", 300.0),
+    ("APP_SHUTDOWN_GRACE", "0", 0.0), ("APP_SHUTDOWN_GRACE", "60", 60.0), ("APP_SHUTDOWN_GRACE", "0.25", 0.25),
+    ("APP_LOG_LEVEL", "debug", "DEBUG"), ("APP_LOG_LEVEL", "ERROR", "ERROR"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "expected"), ACCEPTED_EDGES)
+def test_the_edges_of_every_range_are_accepted(variable, value, expected):
+    assert getattr(load({variable: value}), VARIABLES[variable].field) == expected
+
+
 INVALID = {
-    "APP_ENV": ["", " ", "prod uction", "-x", "a" * 65, "env\n", "é"],
+    "APP_ENV": ["", " ", "prod uction", "-x", "_x", ".x", "a" * 65, "env\n", "é"],
     "APP_PORT": ["abc", "0", "70000", "65536", "50.5", "-1", "", " 80", "80 ", "+80", "0x50", "1e3",
                  "\uff18\uff10"],  # fullwidth digits
     "APP_HOST": ["", "localhost", "0.0.0.0:80", "256.0.0.1", "[::]", "*:*"],
     "APP_THREADS": ["0", "257", "four", "", "1.5"],
     "APP_CONNECTION_LIMIT": ["0", "9", "100001", "many", ""],
     "APP_CHANNEL_TIMEOUT": ["0", "3601", "1m", ""],
-    "APP_SHUTDOWN_GRACE": ["-1", "61", "5s", "", "nan", "inf", "1e1", ".5"],
+    "APP_RECEIVE_TIMEOUT": ["0", "0.4", "300.5", "5s", "", "-1"],
+    "APP_SHUTDOWN_GRACE": ["-1", "60.5", "61", "5s", "", "nan", "inf", "1e1", ".5"],
     "APP_LOG_LEVEL": ["", "verbose", "TRACE", "10"],
 }
 
@@ -57,3 +76,17 @@ def test_an_invalid_value_is_refused_naming_variable_value_and_what_is_allowed(v
     assert message.startswith(f"{variable}={value!r} is not valid: expected ")
     assert f"Fix or unset {variable}." in message
     assert "\n" not in message
+
+
+def test_an_unknown_app_variable_is_named_with_the_closest_known_one():
+    assert unknown_variables({"APP_PROT": "1", "APP_ENV": "x", "PATH": "/"}) == [
+        "APP_PROT is not a setting of this service and is ignored; did you mean APP_PORT?"]
+    assert unknown_variables({"APP_ZZZZZZZ": "1"})[0].startswith(
+        "APP_ZZZZZZZ is not a setting of this service and is ignored; known: APP_ENV, APP_PORT")
+    assert unknown_variables({"APP_ENV": "x"}) == []
+
+
+def test_usage_names_every_variable():
+    text = usage()
+    for variable in VARIABLES:
+        assert f"\n  {variable} " in text

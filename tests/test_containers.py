@@ -4,6 +4,7 @@ Needs a Docker engine and the images (`python -m bench images`, or `--offline`).
 them these tests skip; under CI=true a missing engine or image is a failure.
 """
 
+import re
 import shutil
 import tempfile
 import time
@@ -12,13 +13,19 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import IMAGES, ROOT, inspect, require_image
+from conftest import IMAGES, ROOT, SHELL_LESS, inspect, require_image
+from raw_http import connect, read_until_closed, request
 
 from bench import bases
 from bench.docker import docker, image_exists
 from bench.images import VARIANTS, build
 
 pytestmark = pytest.mark.docker
+
+
+def address_of(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").split(":")
+    return host, int(port)
 
 
 def test_serves_the_endpoints_with_app_env_from_docker_run(image, run_container):
@@ -41,23 +48,60 @@ def test_app_port_moves_the_server_inside_the_container(image, run_container):
     assert requests.get(f"{url}/health", timeout=5).status_code == 200
 
 
-def test_the_healthcheck_reaches_healthy(image, run_container):
-    name, _ = run_container(image)
+def wait_until_healthy(name: str) -> str:
     deadline = time.monotonic() + 45
     while (status := inspect(name, "{{.State.Health.Status}}")) != "healthy" and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert status == "healthy"
+    return status
 
 
-def test_docker_stop_ends_by_itself_with_exit_0_well_before_the_kill(image, run_container):
+def test_the_healthcheck_reaches_healthy(image, run_container):
+    name, _ = run_container(image)
+    assert wait_until_healthy(name) == "healthy"
+
+
+def test_docker_stop_closes_an_idle_keep_alive_connection_and_exits_0_well_before_the_kill(image, run_container):
     name, url = run_container(image)
-    requests.get(f"{url}/health", timeout=5)
-    started = time.monotonic()
-    docker("stop", "--time", "10", name)
-    elapsed = time.monotonic() - started
+    with connect(address_of(url)) as idle:
+        idle.sendall(request("/health"))
+        raw, closed, _ = read_until_closed(idle, 0.5)
+        assert raw.startswith(b"HTTP/1.1 200") and not closed  # kept alive, idle
+        started = time.monotonic()
+        docker("stop", "--time", "10", name)
+        elapsed = time.monotonic() - started
+        _, closed, _ = read_until_closed(idle, 2)
+    assert closed
     assert inspect(name, "{{.State.ExitCode}}") == "0"  # 137 would mean Docker had to SIGKILL it
     assert elapsed < 5, f"docker stop took {elapsed:.1f}s"
     assert "Stopped cleanly" in docker("logs", name).stderr
+
+
+def test_every_answer_says_json_nosniff_and_no_store(image, run_container):
+    _name, url = run_container(image)
+    for target in ("/health", "/hello/x", "/nope"):
+        answer = requests.get(f"{url}{target}", timeout=5)
+        assert answer.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert answer.headers["Cache-Control"] == "no-store"
+
+
+def test_the_image_passes_arguments_to_the_service(image, engine):
+    result = docker("run", "--rm", VARIANTS[image].tag, "--help", timeout=60)
+    assert "usage: python -m service" in result.stdout
+    assert "APP_PORT" in result.stdout
+    version = docker("run", "--rm", VARIANTS[image].tag, "--version", timeout=60)
+    assert version.stdout == "hello-api 1.0.0\n"
+
+
+def test_the_images_own_healthcheck_stays_out_of_the_access_log_but_requests_from_outside_do_not(
+        image, run_container):
+    name, url = run_container(image)
+    wait_until_healthy(name)
+    requests.get(f"{url}/health?from=outside", headers={"User-Agent": "hello-api-healthcheck"}, timeout=5)
+    logged = docker("logs", name).stdout.splitlines()
+    assert [line for line in logged if " /health?from=outside 200 " in line]
+    assert not [line for line in logged if " /health 200 " in line and "outside" not in line
+                and line.split()[1] in ("127.0.0.1", "::1")]
 
 
 def test_runs_as_the_non_root_user_65532(image, run_container):
@@ -79,18 +123,44 @@ def test_slim_shows_app_env_in_docker_exec_env(engine, run_container):
     assert "APP_ENV=production" in docker("exec", name, "env").stdout.splitlines()
 
 
-def test_distroless_has_no_shell(engine, run_container):
-    require_image("distroless")
-    name, _ = run_container("distroless")
+@pytest.mark.parametrize("variant", SHELL_LESS)
+def test_a_shell_less_image_has_no_shell_package_manager_or_pip(engine, run_container, variant):
+    require_image(variant)
+    name, _ = run_container(variant)
     assert docker("exec", name, "/bin/sh", "-c", "true", check=False).returncode != 0
-    probe = "import os, shutil; print([p for p in ('/bin/sh', '/bin/bash', '/usr/bin/apt', '/usr/bin/dpkg') " \
-            "if os.path.exists(p)], shutil.which('sh'))"
-    assert docker("exec", name, "python3", "-c", probe).stdout.strip() == "[] None"
+    probe = ("import os, shutil, importlib.util; print([p for p in ('/bin/sh', '/bin/bash', '/usr/bin/apt', "
+             "'/usr/bin/dpkg', '/var/lib/dpkg/status') if os.path.exists(p)], shutil.which('sh'), "
+             "shutil.which('pip'), shutil.which('pip3'), importlib.util.find_spec('pip'))")
+    assert docker("exec", name, "python3", "-c", probe).stdout.strip() == "[] None None None None"
+
+
+BYTECODE_PROBE = """
+import sys, os, service.server, service.healthcheck
+missing = [name for name, module in list(sys.modules.items())
+           if getattr(module, '__cached__', None) and not os.path.exists(module.__cached__)]
+print(len([m for m in sys.modules.values() if getattr(m, '__cached__', None)]), missing)
+"""
+
+
+def test_every_module_the_service_loads_has_bytecode_compiled_at_build_time(image, engine):
+    result = docker("run", "--rm", "--read-only", "--entrypoint", "python3", VARIANTS[image].tag, "-c",
+                    BYTECODE_PROBE, timeout=60)
+    loaded, missing = result.stdout.split(" ", 1)
+    assert int(loaded) > 50
+    assert missing.strip() == "[]"
+
+
+def test_the_dependencies_are_only_the_hash_pinned_waitress(image, engine):
+    pinned = re.search(r"^waitress==(\S+)", (ROOT / "requirements.lock").read_text(), re.MULTILINE)[1]
+    probe = "import os; print(sorted(os.listdir('/app/deps')), sorted(os.listdir('/app/deps/bin')))"
+    listing = docker("run", "--rm", "--entrypoint", "python3", VARIANTS[image].tag, "-c", probe, timeout=60)
+    assert listing.stdout.strip() == f"['bin', 'waitress', 'waitress-{pinned}.dist-info'] ['waitress-serve']"
 
 
 def test_the_build_context_holds_only_the_service_and_the_lock(engine):
     require_image("slim")
-    listing = f'FROM {VARIANTS["slim"].tag}\nCOPY . /context\nWORKDIR /context\nCMD ["find", ".", "-type", "f"]\n'
+    listing = (f'FROM {VARIANTS["slim"].tag}\nCOPY . /context\nWORKDIR /context\n'
+               'ENTRYPOINT ["find", ".", "-type", "f"]\n')
     tag = f"hello-api-context-probe:{uuid.uuid4().hex[:8]}"
     docker("build", "-q", "-t", tag, "-f", "-", str(ROOT), input=listing.encode())
     try:

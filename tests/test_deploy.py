@@ -219,3 +219,12 @@ def test_the_committed_rollout_results_render_to_their_report():
     assert committed, "no committed rollout run under bench/results/"
     for directory in committed:
         assert rollout.check(Path(directory)) == []
+
+
+def test_a_request_lost_by_a_project_image_breaks_the_rollout_guarantee_one_lost_by_the_seed_does_not():
+    results = json.loads((ROOT / "bench" / "results" / "2026-11-25-rollout" / "rollout.json").read_text())
+    assert rollout.failures(results) == []
+    assert results["images"]["seed"]["runs"][0]["no_retry"]["failed"] > 0  # the tutorial's losses are reported
+    results["images"]["distroless"]["runs"][1]["no_retry"]["failed"] = 1
+    (problem,) = rollout.failures(results)
+    assert problem.startswith("distroless: rolling update 2 lost 1 of")

@@ -42,5 +42,5 @@ def test_the_readme_configuration_table_lists_every_variable_with_its_real_defau
     rows = readme_configuration_rows()
     defaults = Settings()
     assert set(rows) == set(VARIABLES)
-    for variable, (field, _) in VARIABLES.items():
-        assert rows[variable] == str(getattr(defaults, field)), variable
+    for variable, setting in VARIABLES.items():
+        assert rows[variable] == str(getattr(defaults, setting.field)), variable

@@ -19,7 +19,8 @@ class Result:
 
 
 def call(app, method: str = "GET", target: str = "/") -> Result:
-    """`target` is what a client puts on the request line: a percent-encoded path and an optional query."""
+    """`target` is what a client puts on the request line. The split and percent-decoding here follow PEP 3333;
+    that waitress itself does the same is proven over a socket in test_hardening.py."""
     raw_path, _, query = target.partition("?")
     environ = {
         "REQUEST_METHOD": method,

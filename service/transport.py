@@ -1,0 +1,604 @@
+"""HTTP/1.1 on waitress, hardened. The only module that reaches into waitress's internals.
+
+waitress 3.0.2 parses and frames requests; each override below says which of its behaviours it changes
+and why, and tests/test_hardening.py fails if a waitress upgrade changes one of them underneath:
+
+- HardenedParser: a strict request line (no whitespace or control bytes in the target, HTTP/1.0 or 1.1
+  only); no request with both Transfer-Encoding and Content-Length, no Transfer-Encoding but exactly
+  `chunked`, none outside HTTP/1.1, no obs-fold (waitress frames these leniently: request smuggling);
+  a bare LF is refused at once (waitress waits for CRLF CRLF until the channel times out); a broken
+  absolute-form target is a 400 (waitress lets urlsplit's ValueError escape into its event loop).
+- JSONErrorTask: waitress's own error answers (400, 413, 431, 501, ...) in the service's JSON form with
+  the same headers as the app's, logged like every other answer; text/plain and unlogged in waitress.
+- HardenedWSGITask: PATH_INFO is the path as sent (waitress merges leading slashes: `//x` becomes `/x`).
+- HardenedChannel: a lingering close after an error answer (read and discard for a moment, so the
+  client reads the status instead of a reset); at most PIPELINE_DEPTH requests parsed ahead per
+  connection (waitress parses everything one read holds).
+- HardenedServer: a request must arrive whole within `receive_timeout` (waitress only times out idle
+  connections, and any byte restarts that clock); at the connection limit the connection waiting longest
+  for a request is closed to admit a new one (waitress stops accepting: a few hundred silent sockets lock
+  every client out); failures of accept() are summarised, not logged with a traceback each.
+- QueueDepthSummary: waitress warns "Task queue depth is N" on every queued request; this keeps the peak
+  and writes one line a period.
+"""
+
+import contextlib
+import logging
+import os
+import re
+import resource
+import socket
+import time
+from collections.abc import Callable
+
+from waitress import wasyncore
+from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser, ParsingError
+from waitress.server import TcpWSGIServer
+from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
+from waitress.utilities import Error
+
+from .app import JSON_HEADERS, encode
+from .config import Settings
+
+log = logging.getLogger("service")
+
+MAX_HEADER_BYTES = 16 * 1024  # request line and headers; more is a 431
+MAX_BODY_BYTES = 64 * 1024  # no endpoint takes a body; more is a 413
+PIPELINE_DEPTH = 4  # requests parsed ahead per connection; the rest waits, unparsed, for its turn
+LINGER_SECONDS = 2.0  # after an error answer, how long unread input is drained before closing
+SWEEP_SECONDS = 0.5  # how often receive timeouts are enforced
+QUEUE_SUMMARY_SECONDS = 60.0
+ACCEPT_PAUSE_SECONDS = 0.5  # after accept() fails (out of descriptors), before trying again
+ACCEPT_BATCH = 64  # connections accepted per turn of the event loop
+SELECT_CEILING = 1024  # FD_SETSIZE: select() cannot watch descriptors numbered higher
+SPARE_DESCRIPTORS = 24  # stdio, listening sockets, waitress's wake-up pipes, a margin
+MAX_LOGGED_TARGET = 512  # characters of the request target in an access line (PIPE_BUF is 4096)
+HEALTHCHECK_AGENT = "hello-api-healthcheck"  # the image's own HEALTHCHECK sends this User-Agent
+LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+
+TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+REQUEST_LINE = re.compile(rb"(" + TOKEN + rb") ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
+BARE_LF = re.compile(rb"(?<!\r)\n")
+NOT_A_REQUEST_LINE = re.compile(rb"[^\x20-\x7e\r]")
+TOKEN_LIST = re.compile(rb"\s*" + TOKEN + rb"(\s*,\s*" + TOKEN + rb")*\s*")
+
+
+# ---- refusals: every error answer's status, code and advice ------------------------------------------
+
+class Refusal(Error):
+    """An error answer: HTTP status, the JSON `error` code, and a message that says what to do."""
+
+    def __init__(self, code: int, reason: str, error: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.error, self.message = code, reason, error, message
+
+
+def bad_request(problem: str) -> Refusal:
+    return Refusal(400, "Bad Request", "bad_request",
+                   f"{problem}. Send one well-formed HTTP/1.1 request: METHOD /path HTTP/1.1, CRLF line ends, "
+                   "a percent-encoded path.")
+
+
+def transfer_encoding_not_supported() -> Refusal:
+    return Refusal(501, "Not Implemented", "transfer_encoding_not_supported",
+                   "Transfer-Encoding other than chunked is not supported; send no body (or a chunked one).")
+
+
+def refusal_for(error: Error) -> Refusal:
+    """waitress's own errors, as the service answers them."""
+    if isinstance(error, Refusal):
+        return error
+    detail = str(error.body).rstrip(".")
+    if error.code == 413:
+        return Refusal(413, "Content Too Large", "body_too_large",
+                       f"The request body is over {MAX_BODY_BYTES} bytes; no endpoint takes a body: send none.")
+    if error.code == 431:
+        return Refusal(431, "Request Header Fields Too Large", "headers_too_large",
+                       f"The request line and headers are over {MAX_HEADER_BYTES} bytes; send fewer or smaller "
+                       "headers.")
+    if error.code == 501:
+        return transfer_encoding_not_supported()
+    if error.code == 400:
+        return bad_request(detail)
+    return Refusal(500, "Internal Server Error", "internal_error",
+                   "The server failed to answer; the error is logged. Retry, and report it if it persists.")
+
+
+# ---- parsing -----------------------------------------------------------------------------------------
+
+class HardenedParser(HTTPRequestParser):
+    refusal: Refusal | None = None
+    sent_line = b""  # the request line as far as it arrived, for the access log
+
+    def received(self, data: bytes) -> int:
+        if self.error is not None:
+            return len(data)  # the connection closes after the error answer: nothing more to parse
+        if self.body_rcv is None and not self.completed:
+            head = self.header_plus + data
+            self.sent_line = head.lstrip(b"\r\n").split(b"\r\n", 1)[0][:2048]
+            end = head.find(b"\r\n\r\n")
+            if BARE_LF.search(head if end < 0 else head[:end + 4]):
+                return self.refuse(bad_request("A line ends in a bare LF"), len(data))
+            if NOT_A_REQUEST_LINE.search(self.sent_line):  # TLS, binary: no use waiting for a CRLF
+                return self.refuse(bad_request("The request line holds bytes that are not text"), len(data))
+        consumed = super().received(data)
+        if self.refusal is not None:  # waitress turns every parse error into its own 400
+            self.error = self.refusal
+        return consumed
+
+    def refuse(self, refusal: Refusal, consumed: int) -> int:
+        self.error = self.refusal = refusal
+        self.completed = self.headers_finished = True
+        return consumed
+
+    def parse_header(self, header_plus: bytes) -> None:
+        line, _, fields = header_plus.partition(b"\r\n")
+        self.check_request_line(line.rstrip(b"\r\n"))
+        self.check_framing(line, fields)
+        try:
+            super().parse_header(header_plus)
+        except ValueError as problem:  # urlsplit's, for targets such as http://[
+            raise self.refused(bad_request(f"The request target is not a valid URI ({problem})")) from None
+
+    def refused(self, refusal: Refusal) -> ParsingError:
+        self.refusal = refusal
+        return ParsingError(refusal.message)
+
+    def check_request_line(self, line: bytes) -> None:
+        match = REQUEST_LINE.fullmatch(line)
+        if match is None:
+            raise self.refused(bad_request(
+                "The request line is not METHOD SP TARGET SP HTTP/x.y, or the target holds a space or a "
+                "control byte"))
+        if match[3] != b"1" or match[4] not in (b"0", b"1"):
+            raise self.refused(Refusal(505, "HTTP Version Not Supported", "http_version_not_supported",
+                                       "Only HTTP/1.0 and HTTP/1.1 are served; send HTTP/1.1."))
+
+    def check_framing(self, line: bytes, fields: bytes) -> None:
+        names, encoding = set(), None
+        for field in fields.split(b"\r\n"):
+            if field[:1] in (b" ", b"\t"):
+                raise self.refused(bad_request("A header line is folded (starts with a space or tab)"))
+            name, _, value = field.partition(b":")
+            names.add(name.lower())
+            if name.lower() == b"transfer-encoding":
+                encoding = value if encoding is None else encoding + b"," + value
+        if encoding is None:
+            return
+        if not line.endswith(b"HTTP/1.1"):
+            raise self.refused(bad_request("Transfer-Encoding is only allowed in HTTP/1.1"))
+        if b"content-length" in names:
+            raise self.refused(bad_request("The request has both Transfer-Encoding and Content-Length"))
+        if encoding.strip(b" \t").lower() == b"chunked":
+            return
+        if TOKEN_LIST.fullmatch(encoding):
+            raise self.refused(transfer_encoding_not_supported())
+        raise self.refused(bad_request("Transfer-Encoding is malformed"))
+
+
+# ---- tasks: answering, and the access log ------------------------------------------------------------
+
+def logged_field(text: str, limit: int) -> str:
+    """A field of an access line: printable, never empty, at most `limit` characters (marked when cut)."""
+    if not text:
+        return "-"
+    if len(text) <= limit and text.isascii() and text.isprintable() and " " not in text:
+        return text  # the usual case, on every request's path: nothing to escape or cut
+    raw = text.encode("latin-1", "replace")
+    safe = "".join(chr(b) if 0x21 <= b <= 0x7E else f"%{b:02X}" for b in raw)
+    if len(safe) > limit:
+        return f"{safe[:limit]}...[{len(raw)}B]"
+    return safe
+
+
+class LoggedTask:
+    """Times every answer and hands it to the server's access log (None: no access log)."""
+
+    def service(self) -> None:
+        started = time.perf_counter()
+        try:
+            super().service()
+        finally:
+            access_log = self.channel.server.access_log
+            if access_log is not None and not self.is_own_healthcheck():
+                access_log(self.access_line(time.perf_counter() - started))
+
+    def is_own_healthcheck(self) -> bool:
+        """The image's HEALTHCHECK (every few seconds) is left out; a health check from elsewhere is not."""
+        return (self.request.headers.get("USER_AGENT") == HEALTHCHECK_AGENT
+                and self.channel.addr[0] in LOOPBACK)
+
+    def access_line(self, seconds: float) -> str:
+        method, target = self.method_and_target()
+        return (f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {logged_field(str(self.channel.addr[0]), 64)} "
+                f"{logged_field(method, 32)} {logged_field(target, MAX_LOGGED_TARGET)} "
+                f"{self.status[:3]} {seconds * 1000:.2f}ms\n")
+
+    def method_and_target(self) -> tuple[str, str]:
+        return self.request.command, self.request.request_uri
+
+
+class HardenedWSGITask(LoggedTask, WSGITask):
+    def get_environment(self) -> dict:
+        environ = super().get_environment()
+        environ["PATH_INFO"] = self.request.path  # as sent: waitress would turn //health into /health
+        return environ
+
+
+class JSONErrorTask(LoggedTask, ErrorTask):
+    def __init__(self, channel: HTTPChannel, request: HTTPRequestParser) -> None:
+        super().__init__(channel, request)
+        self.version = "1.1"  # waitress answers a 431 as HTTP/1.0, having given up on the request line
+
+    def execute(self) -> None:
+        refusal = refusal_for(self.request.error)
+        body = encode({"error": refusal.error, "message": refusal.message})
+        self.status = f"{refusal.code} {refusal.reason}"
+        self.response_headers.extend(JSON_HEADERS)
+        self.set_close_on_finish()
+        self.channel.linger_before_close = True
+        self.content_length = len(body)
+        self.write(body)
+
+    def method_and_target(self) -> tuple[str, str]:
+        """What the client sent, as far as it went: waitress fakes `GET /` for a 431."""
+        parts = self.request.sent_line.split(b" ")
+        method = parts[0].decode("latin-1") if parts else ""
+        target = parts[1].decode("latin-1") if len(parts) > 1 else ""
+        return method, target
+
+
+# ---- connections -------------------------------------------------------------------------------------
+
+class HardenedChannel(HTTPChannel):
+    parser_class = HardenedParser
+    task_class = HardenedWSGITask
+    error_task_class = JSONErrorTask
+    linger_before_close = False
+    lingering_until: float | None = None
+
+    def __init__(self, server: "HardenedServer", sock: socket.socket, addr: tuple, adj: Adjustments,
+                 map: dict | None = None) -> None:
+        super().__init__(server, sock, addr, adj, map)
+        self.receiving_since: float | None = time.monotonic()  # None: idle between requests
+        self.waiting_since = self.receiving_since  # since the last answer, or since the connection opened
+        self.unparsed = b""
+
+    def waiting_start(self) -> float:
+        """Since when this connection has waited: for its request's first byte, or for the whole of it."""
+        return self.waiting_since if self.receiving_since is None else self.receiving_since
+
+    def waits_for_a_request(self) -> bool:
+        """Nothing of this connection's is being answered: it may be closed to admit another."""
+        return not (self.requests or self.total_outbufs_len or self.will_close or self.close_when_flushed
+                    or self.lingering_until is not None or self.unparsed)
+
+    # Receiving: at most PIPELINE_DEPTH requests parsed ahead; the rest waits in `unparsed`.
+    def received(self, data: bytes) -> bool:
+        if not data:
+            return False
+        if self.receiving_since is None:
+            self.receiving_since = time.monotonic()
+        with self.requests_lock:
+            if self.will_close or self.close_when_flushed:
+                return False
+            while data and len(self.requests) < PIPELINE_DEPTH:
+                data = self.parse_one(data)
+            self.unparsed = data
+        return True
+
+    def parse_one(self, data: bytes) -> bytes:
+        """Feed one request's worth of `data` to the parser (waitress's loop body); return the rest."""
+        if self.request is None:
+            self.request = self.parser_class(self.adj)
+        consumed = self.request.received(data)
+        request = self.request
+        if request.expect_continue and request.headers_finished and not self.requests and not self.sent_continue:
+            self.send_continue()
+        if request.completed:
+            self.sent_continue = False
+            self.receiving_since = None
+            if not request.empty:
+                self.requests.append(request)
+                if len(self.requests) == 1:
+                    self.server.add_task(self)
+            self.request = None
+            if request.error is not None:
+                return b""  # the connection closes after the error answer: the rest is never parsed
+        return data[consumed:]
+
+    def parse_ahead_ready(self) -> bool:
+        return bool(self.unparsed) and not self.requests and not self.will_close and not self.close_when_flushed
+
+    def readable(self) -> bool:
+        if self.lingering_until is not None:
+            return True
+        return not self.unparsed and super().readable()
+
+    def writable(self) -> bool:
+        if self.lingering_until is not None:
+            return False
+        return bool(super().writable() or self.parse_ahead_ready())
+
+    def handle_write(self) -> None:
+        super().handle_write()
+        if self.connected and self.parse_ahead_ready():
+            data, self.unparsed = self.unparsed, b""
+            self.received(data)
+
+    def handle_read(self) -> None:
+        """waitress's, but EAGAIN is "nothing yet", not a reason to close: a descriptor closed (evicted)
+        and reused by a new connection within one turn of the event loop is reported readable."""
+        if self.lingering_until is not None:
+            return self.discard_while_lingering()
+        try:
+            data = self.recv(self.adj.recv_bytes)  # wasyncore's recv closes the channel on EOF
+        except BlockingIOError:
+            return None
+        except OSError:
+            return self.handle_close()
+        if data:
+            self.last_activity = time.time()
+            self.received(data)
+        else:
+            self.connected = False
+        return None
+
+    def discard_while_lingering(self) -> None:
+        with contextlib.suppress(OSError):  # a reset ends the lingering as surely as an EOF does
+            if self.socket.recv(65536) and time.monotonic() < self.lingering_until:
+                return
+        self.close_now()
+
+    def service(self) -> None:
+        super().service()
+        self.waiting_since = time.monotonic()
+
+    # Closing: after an error answer, linger; otherwise, and when lingering is over, close.
+    def handle_close(self) -> None:
+        if self.linger_before_close and self.lingering_until is None and self.socket is not None:
+            try:
+                self.socket.shutdown(socket.SHUT_WR)  # the answer is complete: FIN after it
+            except OSError:
+                return self.close_now()
+            self.lingering_until = time.monotonic() + LINGER_SECONDS
+            self.will_close = self.close_when_flushed = False
+            return None
+        return self.close_now()
+
+    def close_now(self) -> None:
+        self.lingering_until = None
+        HTTPChannel.handle_close(self)
+
+
+# ---- the listening server ----------------------------------------------------------------------------
+
+class HardenedServer(TcpWSGIServer):
+    channel_class = HardenedChannel
+    access_log: Callable[[str], None] | None = None
+    receive_timeout = 5.0
+    next_sweep = 0.0
+    accept_paused_until = 0.0
+    accept_failures = 0
+    accept_failure_logged = 0.0
+
+    def waiting_channels(self) -> list[HardenedChannel]:
+        return [c for c in self.active_channels.values() if c.waits_for_a_request()]
+
+    def readable(self) -> bool:
+        now = time.monotonic()
+        if now >= self.next_sweep:
+            self.next_sweep = now + SWEEP_SECONDS
+            self.sweep(now)
+            super().maintenance(time.time())  # waitress's idle timeout, on our clock's schedule
+        if not self.accepting or now < self.accept_paused_until:
+            return False
+        return len(self._map) < self.adj.connection_limit or bool(self.waiting_channels())
+
+    def maintenance(self, now: float) -> None:
+        """Disabled: `readable` runs waitress's idle timeout itself, twice a second."""
+
+    def sweep(self, now: float) -> None:
+        """Close connections whose request has not arrived whole within receive_timeout, and lingerers."""
+        for channel in list(self.active_channels.values()):
+            if channel.lingering_until is not None and now >= channel.lingering_until:
+                channel.close_now()
+            elif (channel.receiving_since is not None and not channel.requests
+                  and now - channel.receiving_since > self.receive_timeout):
+                channel.will_close = True
+
+    def handle_accept(self) -> None:
+        """Accept what is waiting, up to ACCEPT_BATCH (waitress takes one per turn of the event loop, and
+        each turn polls every connection: a backlog of a thousand took most of a second). Over the
+        connection limit, each new connection closes the one that has waited longest for a request."""
+        evictable: list[HardenedChannel] | None = None  # oldest last; listed once per batch
+        for _ in range(ACCEPT_BATCH):
+            try:
+                accepted = self.accept()
+            except OSError as problem:
+                self.accept_failed(problem)
+                return
+            if accepted is None:
+                return
+            connection, address = accepted
+            try:
+                self.set_socket_options(connection)  # TCP_NODELAY: without it, Nagle and delayed ACKs cost 40 ms
+            except OSError:  # the client is already gone
+                connection.close()
+                continue
+            channel = self.channel_class(self, connection, self.fix_addr(address), self.adj, map=self._map)
+            if len(self._map) <= self.adj.connection_limit:
+                continue
+            if evictable is None:
+                evictable = sorted(self.waiting_channels(), key=HardenedChannel.waiting_start, reverse=True)
+            if not self.evict_one(evictable, spare=channel):
+                return  # every other connection is being answered: accept no more until one closes
+
+    @staticmethod
+    def evict_one(evictable: list[HardenedChannel], spare: HardenedChannel) -> bool:
+        while evictable:
+            oldest = evictable.pop()
+            if oldest is not spare and oldest.socket is not None and oldest.waits_for_a_request():
+                oldest.close_now()
+                return True
+        return False
+
+    def accept_failed(self, problem: OSError) -> None:
+        """Out of descriptors, most likely: pause accepting a moment and log once a minute, not per try."""
+        now = time.monotonic()
+        self.accept_paused_until = now + ACCEPT_PAUSE_SECONDS
+        self.accept_failures += 1
+        if now - self.accept_failure_logged >= 60:
+            log.warning("accept() failed %d time(s): %s; new connections wait meanwhile. Raise the open-file "
+                        "limit or lower APP_CONNECTION_LIMIT.", self.accept_failures, problem.strerror or problem)
+            self.accept_failure_logged, self.accept_failures = now, 0
+
+
+# ---- waitress's queue warning, summarised ------------------------------------------------------------
+
+class QueueDepthSummary(logging.Filter):
+    """Swallows waitress's per-request "Task queue depth is N" and writes one line a period with the peak.
+
+    The line means every worker thread was busy and requests waited for one: fine in a burst; if it
+    appears every period, add threads, workers or replicas.
+    """
+
+    def __init__(self, period: float = QUEUE_SUMMARY_SECONDS) -> None:
+        super().__init__()
+        self.period, self.peak, self.count = period, 0, 0
+        self.last_written = time.monotonic() - period  # the first queueing is said at once
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        depth = record.args[0] if record.args and isinstance(record.args[0], int) else 0
+        self.peak, self.count = max(self.peak, depth), self.count + 1
+        self.flush()
+        return False
+
+    def flush(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.count and (force or now - self.last_written >= self.period):
+            log.warning("all worker threads were busy: %d request(s) waited for one, at most %d at once, in the "
+                        "last %.0fs. Persistent? Raise APP_THREADS or run more replicas.",
+                        self.count, self.peak, min(now - self.last_written, self.period))
+            self.peak, self.count, self.last_written = 0, 0, now
+
+
+# ---- building, serving, draining ---------------------------------------------------------------------
+
+def listen_addresses(host: str, port: int) -> list[str]:
+    """waitress `listen` entries; '*' means IPv4 everywhere, plus IPv6 where this host has it."""
+    if host != "*":
+        return [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    addresses = [f"0.0.0.0:{port}"]
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+        addresses.append(f"[::]:{port}")
+    except OSError:
+        pass
+    return addresses
+
+
+def fit_connection_limit(wanted: int) -> int:
+    """Raise the soft open-file limit toward what `wanted` connections need; if the hard limit is lower,
+    serve fewer connections (said once) rather than fail accept() with EMFILE under load."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + SPARE_DESCRIPTORS
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    available = soft if soft != resource.RLIM_INFINITY else needed
+    if available >= needed:
+        return wanted
+    fitted = max(1, available - SPARE_DESCRIPTORS)
+    log.warning("APP_CONNECTION_LIMIT=%d needs %d open files, but this process may open %d: serving at most %d "
+                "connections. Raise the limit (docker run --ulimit nofile=%d) or lower APP_CONNECTION_LIMIT.",
+                wanted, needed, available, fitted, needed)
+    return fitted
+
+
+def needs_poll(connection_limit: int) -> bool:
+    """select() cannot watch descriptors numbered 1024 or more; poll() can."""
+    return connection_limit + SPARE_DESCRIPTORS > SELECT_CEILING
+
+
+class Transport:
+    """Every listening socket of one process, their connections, and the worker threads."""
+
+    def __init__(self, app: Callable, settings: Settings, access_log: Callable[[str], None] | None) -> None:
+        limit = fit_connection_limit(settings.connection_limit)
+        self.adj = Adjustments(
+            listen=" ".join(listen_addresses(settings.host, settings.port)),
+            threads=settings.threads,
+            connection_limit=limit,
+            channel_timeout=settings.channel_timeout,
+            asyncore_use_poll=needs_poll(limit),
+            max_request_header_size=MAX_HEADER_BYTES,
+            max_request_body_size=MAX_BODY_BYTES,
+            ident="",  # no Server header advertising the software
+            expose_tracebacks=False,
+        )
+        self.map: dict = {}
+        self.queue_summary = QueueDepthSummary()
+        logging.getLogger("waitress.queue").addFilter(self.queue_summary)
+        self.dispatcher = ThreadedTaskDispatcher()
+        self.listeners: list[HardenedServer] = []
+        try:
+            for sockinfo in self.adj.listen:
+                server = HardenedServer(app, map=self.map, dispatcher=self.dispatcher, adj=self.adj,
+                                        sockinfo=sockinfo)
+                server.access_log, server.receive_timeout = access_log, settings.receive_timeout
+                self.listeners.append(server)
+        except OSError:
+            wasyncore.close_all(self.map)
+            raise
+        self.dispatcher.set_thread_count(self.adj.threads)
+
+    @property
+    def urls(self) -> str:
+        return " ".join(f"http://[{s.effective_host}]:{s.effective_port}" if ":" in s.effective_host
+                        else f"http://{s.effective_host}:{s.effective_port}" for s in self.listeners)
+
+    def wake(self) -> None:
+        """Interrupt the event loop's wait (safe from a signal handler)."""
+        self.listeners[0].pull_trigger()
+
+    def serve(self, stopped: Callable[[], bool]) -> None:
+        while not stopped():
+            wasyncore.loop(timeout=1.0, map=self.map, use_poll=self.adj.asyncore_use_poll, count=1)
+            self.queue_summary.flush()
+
+    def channels(self) -> list[HardenedChannel]:
+        return [d for d in self.map.values() if isinstance(d, HardenedChannel)]
+
+    def drain(self, grace: float, cut_short: Callable[[], bool]) -> int:
+        """Stop accepting, finish what was received, close the rest. Returns connections cut short."""
+        for listener in self.listeners:
+            # The base-class close drops the listening socket but keeps the trigger that task threads
+            # still pull to get their output flushed.
+            wasyncore.dispatcher.close(listener)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and not cut_short():
+            for channel in self.channels():
+                if not (channel.requests or channel.total_outbufs_len or channel.parse_ahead_ready()):
+                    channel.close_now()
+            if not self.channels():
+                break
+            wasyncore.loop(timeout=0.02, map=self.map, use_poll=self.adj.asyncore_use_poll, count=1)
+        cut = len(self.channels())
+        wasyncore.close_all(self.map)
+        # Threads still inside the app after the grace period are daemons: do not wait for them.
+        self.dispatcher.shutdown(cancel_pending=True, timeout=0 if cut else 1)
+        self.queue_summary.flush(force=True)
+        return cut
+
+
+def write_line(line: str, descriptor: int = 1) -> None:
+    """One os.write per access line: no lock shared by the worker threads, no logging records on the hot
+    path (about twice the requests/s under load here). A line under PIPE_BUF bytes is written whole, so
+    lines from different threads never interleave."""
+    with contextlib.suppress(OSError):  # a closed stdout must not turn answers into errors
+        os.write(descriptor, line.encode("utf-8", "replace"))

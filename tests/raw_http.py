@@ -1,0 +1,85 @@
+"""Raw HTTP/1.1 over a socket: send exactly these bytes, read back every answer and whether it closed."""
+
+import contextlib
+import json
+import socket
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Answer:
+    version: str
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)  # names in lower case
+    body: bytes = b""
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+@dataclass
+class Exchange:
+    answers: list[Answer]
+    closed: bool  # the server closed the connection (EOF) before the read timed out
+    reset: bool = False
+    raw: bytes = b""
+
+    @property
+    def only(self) -> Answer:
+        assert len(self.answers) == 1, f"expected one answer, got {len(self.answers)}: {self.raw[:600]!r}"
+        return self.answers[0]
+
+
+def parse_answers(raw: bytes) -> list[Answer]:
+    answers = []
+    while raw:
+        head, separator, rest = raw.partition(b"\r\n\r\n")
+        if not separator:
+            break
+        lines = head.decode("latin-1").split("\r\n")
+        version, status = lines[0].split(" ", 2)[:2]
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        answers.append(Answer(version, int(status), headers, rest[:length]))
+        raw = rest[length:]
+    return answers
+
+
+def connect(address: tuple[str, int], timeout: float = 5.0) -> socket.socket:
+    return socket.create_connection(address, timeout=timeout)
+
+
+def read_until_closed(connection: socket.socket, seconds: float) -> tuple[bytes, bool, bool]:
+    """(bytes read, closed by the server, reset by the server) within `seconds`."""
+    raw, deadline = b"", time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        connection.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = connection.recv(65536)
+        except TimeoutError:
+            return raw, False, False
+        except ConnectionResetError:
+            return raw, True, True
+        if not chunk:
+            return raw, True, False
+        raw += chunk
+    return raw, False, False
+
+
+def exchange(address: tuple[str, int], payload: bytes, seconds: float = 5.0) -> Exchange:
+    """Send `payload` in one write, then read until the server closes or `seconds` pass."""
+    with connect(address) as connection:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # it may answer and close early
+            connection.sendall(payload)
+        raw, closed, reset = read_until_closed(connection, seconds)
+    return Exchange(parse_answers(raw), closed, reset, raw)
+
+
+def request(target: str = "/health", method: str = "GET", *headers: str, version: str = "HTTP/1.1",
+            body: bytes = b"") -> bytes:
+    lines = [f"{method} {target} {version}", "Host: test", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
