@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import bases, guarantees, images, reliability, report, study
+from . import bases, guarantees, images, reliability, report, rollout, study
 from .docker import DockerError
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest"
@@ -28,6 +28,10 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", default="hello-api variants", help="title of the report")
 
 
+def has_rollout(directory: Path) -> bool:
+    return (directory / "rollout.json").is_file()
+
+
 def guarantees_broken(directory: Path) -> list[str]:
     """The guarantees (not the speed targets) that a results directory's runs broke."""
     problems = []
@@ -35,6 +39,8 @@ def guarantees_broken(directory: Path) -> list[str]:
         problems += guarantees.study_failures(json.loads((directory / "results.json").read_text()))
     if (directory / "reliability.json").is_file():
         problems += guarantees.reliability_failures(json.loads((directory / "reliability.json").read_text()))
+    if has_rollout(directory):
+        problems += rollout.failures(json.loads((directory / "rollout.json").read_text()))
     return [f"guarantee broken: {problem}" for problem in problems]
 
 
@@ -55,12 +61,17 @@ def run(argv: list[str]) -> int:
     add_study_options(commands.add_parser("study", help="build all variants and run every study (default)"))
     make = commands.add_parser("bases", help="make both base images from Debian trixie packages (no registry)")
     make.add_argument("--rebuild", action="store_true", help="make them again even if they exist")
-    add_bases_option(commands.add_parser("images", help="build hello-api:slim and hello-api:distroless"))
+    add_bases_option(commands.add_parser("images", help="build hello-api:slim, :distroless and :lb (HAProxy)"))
     abuse = commands.add_parser("reliability", help="soak and stop-under-load runs of both images (minutes)")
     add_bases_option(abuse)
     abuse.add_argument("--quick", action="store_true", help="a 20 s soak instead of 60 s")
     abuse.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default {DEFAULT_OUTPUT}")
-    render = commands.add_parser("report", help="render report.md and chart.svg again from results.json")
+    roll = commands.add_parser("rollout", help="rolling updates of the swarm stack under load, per image and "
+                                                "balancer; compose --force-recreate (minutes)")
+    add_bases_option(roll)
+    roll.add_argument("--quick", action="store_true", help="2 replicas and one update per image instead of 3 and 3")
+    roll.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default {DEFAULT_OUTPUT}")
+    render = commands.add_parser("report", help="render the reports and charts again from their JSON")
     render.add_argument("directory", type=Path)
     verify = commands.add_parser("check", help="check that a results directory is complete and renders")
     verify.add_argument("directory", type=Path)
@@ -86,10 +97,23 @@ def run(argv: list[str]) -> int:
         for failure in results["failures"]:
             print(f"bench reliability: guarantee broken: {failure}", file=sys.stderr)
         return 1 if results["failures"] else 0
+    elif options.command == "rollout":
+        offline = images.choose_offline(options.bases)
+        images.build_images(offline, (*images.ROLLOUT_EXTRA_IMAGES, *images.DEPLOY_IMAGES))
+        broken = rollout.failures(rollout.run_rollout(options.output, options.quick))
+        for failure in broken:
+            print(f"bench rollout: guarantee broken: {failure}", file=sys.stderr)
+        return 1 if broken else 0
     elif options.command == "report":
-        study.rerender(options.directory)
+        if has_rollout(options.directory):
+            rollout.render(options.directory)
+        if not has_rollout(options.directory) or (options.directory / "results.json").is_file():
+            study.rerender(options.directory)
     elif options.command == "check":
-        problems = report.check(options.directory) + guarantees_broken(options.directory)
+        problems = rollout.check(options.directory) if has_rollout(options.directory) else []
+        if not has_rollout(options.directory) or (options.directory / "results.json").is_file():
+            problems += report.check(options.directory)
+        problems += guarantees_broken(options.directory)
         for problem in problems:
             print(f"bench check: {problem}", file=sys.stderr)
         if problems:

@@ -51,8 +51,15 @@ VARIANTS = {
                           "multi-stage, distroless python runtime"),
     "micro": Variant("micro", f"{IMAGE}:micro", ROOT / "Dockerfile.micro", ROOT,
                      "FROM scratch, only the files a build-time trace saw the service use"),
+    "lb": Variant("lb", f"{IMAGE}:lb", ROOT / "deploy" / "swarm" / "haproxy" / "Dockerfile",
+                  ROOT / "deploy" / "swarm" / "haproxy", "HAProxy from Debian packages, the swarm stack's balancer"),
 }
-PROJECT_IMAGES = ("slim", "distroless", "micro")
+PROJECT_IMAGES = ("slim", "distroless", "micro")  # the API images the project ships
+# What `bench images` builds: every image compose.yaml and deploy/swarm/stack.yaml name, so both run after it.
+DEPLOY_IMAGES = (*PROJECT_IMAGES, "lb")
+# The rollout study's other images: the tutorial's, and micro where this checkout defines it (and does not
+# already build it as a project image).
+ROLLOUT_EXTRA_IMAGES = tuple(name for name in ("seed", "micro") if name in VARIANTS and name not in PROJECT_IMAGES)
 
 
 REGISTRY_BASES = ("python:3.13-slim", "gcr.io/distroless/python3-debian13:nonroot")  # the Dockerfiles' defaults
@@ -83,7 +90,8 @@ def base_args(offline: bool) -> list[str]:
     if not offline:
         return []
     bases.make_bases()
-    return bases.build_args()
+    # The load balancer's Dockerfile starts from a plain Debian trixie image: the slim base is one.
+    return [*bases.build_args(), "--build-arg", f"DEBIAN_IMAGE={bases.SLIM_BASE}"]
 
 
 def dockerfile_path(variant: Variant) -> Path:
@@ -111,7 +119,7 @@ def build(variant: Variant, offline: bool, extra: list[str] | None = None,
     return time.perf_counter() - started, result.stderr + result.stdout
 
 
-def build_images(offline: bool, names: tuple[str, ...] = PROJECT_IMAGES) -> None:
+def build_images(offline: bool, names: tuple[str, ...] = DEPLOY_IMAGES) -> None:
     for name in names:
         seconds, _ = build(VARIANTS[name], offline)
         progress(f"built {VARIANTS[name].tag} in {seconds:.1f}s")

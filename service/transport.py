@@ -41,6 +41,7 @@ from waitress.utilities import Error
 
 from .app import JSON_HEADERS, encode
 from .config import Settings
+from .healthcheck import HEALTHCHECK_AGENT
 
 log = logging.getLogger("service")
 
@@ -51,10 +52,10 @@ LINGER_SECONDS = 2.0  # after an error answer, how long unread input is drained 
 SWEEP_SECONDS = 0.5  # how often receive timeouts are enforced
 QUEUE_SUMMARY_SECONDS = 60.0
 ACCEPT_PAUSE_SECONDS = 0.5  # after accept() fails (out of descriptors), before trying again
+ACCEPT_BATCH = 64  # connections accepted per turn of the event loop
 SELECT_CEILING = 1024  # FD_SETSIZE: select() cannot watch descriptors numbered higher
 SPARE_DESCRIPTORS = 24  # stdio, listening sockets, waitress's wake-up pipes, a margin
 MAX_LOGGED_TARGET = 512  # characters of the request target in an access line (PIPE_BUF is 4096)
-HEALTHCHECK_AGENT = "hello-api-healthcheck"  # the image's own HEALTHCHECK sends this User-Agent
 LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 
 TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
@@ -265,6 +266,10 @@ class HardenedChannel(HTTPChannel):
         self.waiting_since = self.receiving_since  # since the last answer, or since the connection opened
         self.unparsed = b""
 
+    def waiting_start(self) -> float:
+        """Since when this connection has waited: for its request's first byte, or for the whole of it."""
+        return self.waiting_since if self.receiving_since is None else self.receiving_since
+
     def waits_for_a_request(self) -> bool:
         """Nothing of this connection's is being answered: it may be closed to admit another."""
         return not (self.requests or self.total_outbufs_len or self.will_close or self.close_when_flushed
@@ -324,8 +329,24 @@ class HardenedChannel(HTTPChannel):
             self.received(data)
 
     def handle_read(self) -> None:
-        if self.lingering_until is None:
-            return super().handle_read()
+        """waitress's, but EAGAIN is "nothing yet", not a reason to close: a descriptor closed (evicted)
+        and reused by a new connection within one turn of the event loop is reported readable."""
+        if self.lingering_until is not None:
+            return self.discard_while_lingering()
+        try:
+            data = self.recv(self.adj.recv_bytes)  # wasyncore's recv closes the channel on EOF
+        except BlockingIOError:
+            return None
+        except OSError:
+            return self.handle_close()
+        if data:
+            self.last_activity = time.time()
+            self.received(data)
+        else:
+            self.connected = False
+        return None
+
+    def discard_while_lingering(self) -> None:
         with contextlib.suppress(OSError):  # a reset ends the lingering as surely as an EOF does
             if self.socket.recv(65536) and time.monotonic() < self.lingering_until:
                 return
@@ -389,28 +410,40 @@ class HardenedServer(TcpWSGIServer):
                 channel.will_close = True
 
     def handle_accept(self) -> None:
-        try:
-            accepted = self.accept()
-        except OSError as problem:
-            return self.accept_failed(problem)
-        if accepted is None:
-            return None
-        connection, address = accepted
-        try:
-            self.set_socket_options(connection)  # TCP_NODELAY: without it, Nagle and delayed ACKs cost 40 ms
-        except OSError:  # the client is already gone
-            connection.close()
-            return None
-        self.channel_class(self, connection, self.fix_addr(address), self.adj, map=self._map)
-        if len(self._map) > self.adj.connection_limit:
-            self.evict_longest_waiting()
-        return None
+        """Accept what is waiting, up to ACCEPT_BATCH (waitress takes one per turn of the event loop, and
+        each turn polls every connection: a backlog of a thousand took most of a second). Over the
+        connection limit, each new connection closes the one that has waited longest for a request."""
+        evictable: list[HardenedChannel] | None = None  # oldest last; listed once per batch
+        for _ in range(ACCEPT_BATCH):
+            try:
+                accepted = self.accept()
+            except OSError as problem:
+                self.accept_failed(problem)
+                return
+            if accepted is None:
+                return
+            connection, address = accepted
+            try:
+                self.set_socket_options(connection)  # TCP_NODELAY: without it, Nagle and delayed ACKs cost 40 ms
+            except OSError:  # the client is already gone
+                connection.close()
+                continue
+            channel = self.channel_class(self, connection, self.fix_addr(address), self.adj, map=self._map)
+            if len(self._map) <= self.adj.connection_limit:
+                continue
+            if evictable is None:
+                evictable = sorted(self.waiting_channels(), key=HardenedChannel.waiting_start, reverse=True)
+            if not self.evict_one(evictable, spare=channel):
+                return  # every other connection is being answered: accept no more until one closes
 
-    def evict_longest_waiting(self) -> None:
-        waiting = self.waiting_channels()
-        if waiting:
-            min(waiting, key=lambda c: c.waiting_since if c.receiving_since is None else c.receiving_since) \
-                .will_close = True
+    @staticmethod
+    def evict_one(evictable: list[HardenedChannel], spare: HardenedChannel) -> bool:
+        while evictable:
+            oldest = evictable.pop()
+            if oldest is not spare and oldest.socket is not None and oldest.waits_for_a_request():
+                oldest.close_now()
+                return True
+        return False
 
     def accept_failed(self, problem: OSError) -> None:
         """Out of descriptors, most likely: pause accepting a moment and log once a minute, not per try."""
@@ -550,7 +583,7 @@ class Transport:
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and not cut_short():
             for channel in self.channels():
-                if not (channel.requests or channel.total_outbufs_len):
+                if not (channel.requests or channel.total_outbufs_len or channel.parse_ahead_ready()):
                     channel.close_now()
             if not self.channels():
                 break

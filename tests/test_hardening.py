@@ -359,21 +359,45 @@ def test_ipv6_loopback_is_served_when_app_host_is_star(start_service):
     assert exchange(("127.0.0.1", running.port), request("/health", "GET", CLOSE)).only.status == 200
 
 
-def test_at_most_4_requests_per_connection_are_parsed_ahead_and_the_rest_waits_its_turn():
+class ServerStub:
+    """What a channel asks of its server while it receives."""
+
+    def __init__(self):
+        self.active_channels, self.tasks = {}, []
+
+    def add_task(self, channel):
+        self.tasks.append(channel)
+
+
+def make_channel(sock: socket.socket):
     from waitress.adjustments import Adjustments
 
     from service.transport import HardenedChannel
 
-    class Server:  # what a channel asks of its server while it receives
-        def __init__(self):
-            self.active_channels, self.tasks = {}, []
+    return HardenedChannel(ServerStub(), sock, ("127.0.0.1", 1), Adjustments(), map={})
 
-        def add_task(self, channel):
-            self.tasks.append(channel)
 
+def test_a_spurious_read_event_does_not_close_the_connection():
+    """A descriptor evicted and reused by a new connection in the same turn of the event loop is reported
+    readable with nothing to read; waitress would close that new connection."""
     ours, theirs = socket.socketpair()
     try:
-        channel = HardenedChannel(Server(), ours, ("127.0.0.1", 1), Adjustments(), map={})
+        ours.setblocking(False)
+        channel = make_channel(ours)
+        channel.handle_read()
+        assert channel.socket is not None and channel.connected
+        theirs.sendall(request("/health"))
+        channel.handle_read()
+        assert [r.path for r in channel.requests] == ["/health"]
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_at_most_4_requests_per_connection_are_parsed_ahead_and_the_rest_waits_its_turn():
+    ours, theirs = socket.socketpair()
+    try:
+        channel = make_channel(ours)
         channel.received(b"".join(request(f"/hello/n{i}") for i in range(10)))
         assert [r.path for r in channel.requests] == ["/hello/n0", "/hello/n1", "/hello/n2", "/hello/n3"]
         assert channel.unparsed.startswith(b"GET /hello/n4 ")

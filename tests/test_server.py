@@ -166,6 +166,38 @@ def test_a_stop_signal_closes_idle_keep_alive_connections_and_exits_0(start_serv
     assert "Traceback" not in err
 
 
+def test_a_stop_under_keep_alive_load_answers_what_was_received_then_closes_without_waiting_for_more(
+        start_service):
+    running = start_service({"APP_SHUTDOWN_GRACE": "20"})
+    answered, stop_hammering = [], threading.Event()
+
+    def hammer() -> None:
+        with requests.Session() as session:
+            deadline = time.monotonic() + 15
+            while not stop_hammering.is_set() and time.monotonic() < deadline:
+                try:
+                    answered.append(session.get(f"{running.url}/hello/busy", timeout=5).status_code)
+                except requests.RequestException:
+                    time.sleep(0.01)
+
+    clients = [threading.Thread(target=hammer) for _ in range(4)]
+    for client in clients:
+        client.start()
+    time.sleep(1)
+    started = time.monotonic()
+    try:
+        code, out, err = running.stop(timeout=25)
+    finally:
+        stop_hammering.set()
+        for client in clients:
+            client.join()
+    assert time.monotonic() - started < 3, "the drain waited on clients that kept sending"
+    assert code == 0
+    assert "Stopped cleanly" in err
+    assert set(answered) == {200}
+    assert out.count(" GET /hello/busy 200 ") == len(answered)  # every answer logged was received
+
+
 def start_slow(start_service, tmp_path: Path, **env: str):
     started = tmp_path / "started"
     running = start_service({"STARTED_FILE": str(started), **env}, module="slow_service")
@@ -198,6 +230,22 @@ def test_a_request_in_flight_at_sigterm_completes_and_new_connections_are_refuse
     assert answers[0].json() == {"slow": "done"}
     assert code == 0
     assert "Stopped cleanly" in err
+
+
+def test_pipelined_requests_received_before_sigterm_are_all_answered(start_service, tmp_path):
+    started = tmp_path / "started"
+    running = start_service({"STARTED_FILE": str(started), "SLOW_SECONDS": "1"}, module="slow_service")
+    with connect(address(running)) as client:
+        client.sendall(request("/slow") + b"".join(request(f"/hello/p{i}") for i in range(7)))
+        deadline = time.monotonic() + 10
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        running.process.send_signal(signal.SIGTERM)
+        raw, closed, _ = read_until_closed(client, 10)
+    assert closed
+    assert raw.count(b"HTTP/1.1 200 OK") == 8
+    assert raw.endswith(b"Hello, p6!\",\"environment\":\"development\"}")
+    assert running.finish()[0] == 0
 
 
 def test_the_grace_period_bounds_how_long_a_stop_waits(start_service, tmp_path):
@@ -394,12 +442,13 @@ def test_healthcheck_exits_1_unless_the_answer_is_200_and_healthy(status, body, 
     assert result.stderr.strip() == reason
 
 
-def test_healthcheck_never_imports_ssl():
+def test_healthcheck_imports_neither_ssl_nor_the_server():
+    """It runs every few seconds and must work in an image without libssl: only the standard library."""
     probe = ("import sys, service.healthcheck as h; h.check(h.config.load({'APP_PORT': '9'})); "
-             "print('ssl' in sys.modules)")
+             "print('ssl' in sys.modules, any(m.startswith('waitress') for m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=10,
                             env={"PYTHONPATH": str(ROOT)})
-    assert result.stdout.strip() == "False", result.stderr
+    assert result.stdout.strip() == "False False", result.stderr
 
 
 def test_hundreds_of_idle_half_sent_requests_do_not_lock_out_a_new_client(start_service):

