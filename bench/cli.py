@@ -61,7 +61,7 @@ def run(argv: list[str]) -> int:
     add_study_options(commands.add_parser("study", help="build all variants and run every study (default)"))
     make = commands.add_parser("bases", help="make both base images from Debian trixie packages (no registry)")
     make.add_argument("--rebuild", action="store_true", help="make them again even if they exist")
-    add_bases_option(commands.add_parser("images", help="build hello-api:slim, :distroless and :lb (HAProxy)"))
+    add_bases_option(commands.add_parser("images", help="build hello-api:slim, :distroless, :micro and :lb (HAProxy)"))
     abuse = commands.add_parser("reliability", help="soak and stop-under-load runs of both images (minutes)")
     add_bases_option(abuse)
     abuse.add_argument("--quick", action="store_true", help="a 20 s soak instead of 60 s")
