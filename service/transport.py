@@ -17,7 +17,10 @@ and why, and tests/test_hardening.py fails if a waitress upgrade changes one of 
 - HardenedServer: a request must arrive whole within `receive_timeout` (waitress only times out idle
   connections, and any byte restarts that clock); at the connection limit the connection waiting longest
   for a request is closed to admit a new one (waitress stops accepting: a few hundred silent sockets lock
-  every client out); failures of accept() are summarised, not logged with a traceback each.
+  every client out); up to ACCEPT_BATCH connections are accepted per turn of the event loop (waitress
+  takes one); failures of accept() are summarised, not logged with a traceback each.
+- Transport: runs waitress's event loop itself and drains it on a stop signal (waitress's `run()` cancels
+  queued requests when it stops), fitting the connection limit to the open-file limit first.
 - QueueDepthSummary: waitress warns "Task queue depth is N" on every queued request; this keeps the peak
   and writes one line a period.
 """

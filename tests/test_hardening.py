@@ -409,3 +409,23 @@ def test_at_most_4_requests_per_connection_are_parsed_ahead_and_the_rest_waits_i
     finally:
         ours.close()
         theirs.close()
+
+
+def test_a_connection_limit_beyond_1024_descriptors_serves_them_all(start_service):
+    """select() cannot watch a descriptor numbered 1024 or more: above that the event loop must be poll()."""
+    raise_open_files(4096)
+    running = start_service({"APP_CONNECTION_LIMIT": "1500"})
+    held = []
+    try:
+        for _ in range(1100):
+            held.append(connect(address(running)))
+        fresh = exchange(address(running), request("/health", "GET", CLOSE), seconds=5)
+        assert fresh.only.status == 200
+        held[-1].sendall(request("/hello/last", "GET", CLOSE))  # a connection above descriptor 1024
+        raw, _, _ = read_until_closed(held[-1], 5)
+        assert b"Hello, last!" in raw
+    finally:
+        for connection in held:
+            connection.close()
+    code, _, err = running.stop()
+    assert code == 0 and "Traceback" not in err
