@@ -56,7 +56,11 @@ def serve_until_stopped(transport: Transport, settings: config.Settings, worker:
              f", {worker}, pid {os.getpid()}" if worker else "")
     if serving:
         serving()
-    transport.serve(stopped=lambda: stop.count > 0)
+    supervisor = os.getppid()
+    # A worker whose supervisor was killed (SIGKILL: nothing forwarded) drains as if told to stop,
+    # rather than serve on as an orphan; the event loop wakes at least once a second to notice.
+    orphaned = (lambda: os.getppid() != supervisor) if worker else (lambda: False)
+    transport.serve(stopped=lambda: stop.count > 0 or orphaned())
     log.info("Stop signal received: draining for up to %.1fs", settings.shutdown_grace)
     cut = transport.drain(settings.shutdown_grace, cut_short=lambda: stop.count > 1)
     log.info("Stopped%s", f"; {cut} connection(s) cut short" if cut else " cleanly")
