@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import bases, guarantees, images, reliability, report, study
+from . import bases, guarantees, images, reliability, report, study, workers
 from .docker import DockerError
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest"
@@ -60,6 +60,10 @@ def run(argv: list[str]) -> int:
     add_bases_option(abuse)
     abuse.add_argument("--quick", action="store_true", help="a 20 s soak instead of 60 s")
     abuse.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default {DEFAULT_OUTPUT}")
+    many = commands.add_parser("workers", help="APP_WORKERS=1 vs auto, and gunicorn and granian (minutes)")
+    add_bases_option(many)
+    many.add_argument("--quick", action="store_true", help="shorter, fewer runs (about 4 minutes; for CI)")
+    many.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default {DEFAULT_OUTPUT}")
     render = commands.add_parser("report", help="render report.md and chart.svg again from results.json")
     render.add_argument("directory", type=Path)
     verify = commands.add_parser("check", help="check that a results directory is complete and renders")
@@ -86,10 +90,19 @@ def run(argv: list[str]) -> int:
         for failure in results["failures"]:
             print(f"bench reliability: guarantee broken: {failure}", file=sys.stderr)
         return 1 if results["failures"] else 0
+    elif options.command == "workers":
+        results = workers.run_workers(images.choose_offline(options.bases), options.quick, options.output)
+        for failure in results["failures"]:
+            print(f"bench workers: guarantee broken: {failure}", file=sys.stderr)
+        return 1 if results["failures"] else 0
     elif options.command == "report":
         study.rerender(options.directory)
+        workers.rerender(options.directory)
     elif options.command == "check":
-        problems = report.check(options.directory) + guarantees_broken(options.directory)
+        only_workers = (options.directory / "workers.json").is_file() \
+            and not (options.directory / "results.json").is_file()  # `bench workers` run on its own
+        problems = ([] if only_workers else report.check(options.directory)) \
+            + guarantees_broken(options.directory) + workers.check(options.directory)
         for problem in problems:
             print(f"bench check: {problem}", file=sys.stderr)
         if problems:

@@ -26,8 +26,9 @@ def test_ruff_finds_nothing():
 
 
 def test_hadolint_finds_nothing_in_either_dockerfile():
-    result = subprocess.run([tool("hadolint"), "Dockerfile", "Dockerfile.distroless"], cwd=ROOT,
-                            capture_output=True, text=True)
+    result = subprocess.run([tool("hadolint"), "Dockerfile", "Dockerfile.distroless",
+                             "bench/reference/Dockerfile"],  # the bench's reference servers
+                            cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
