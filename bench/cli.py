@@ -96,7 +96,8 @@ def run(argv: list[str]) -> int:
             print(f"bench workers: guarantee broken: {failure}", file=sys.stderr)
         return 1 if results["failures"] else 0
     elif options.command == "report":
-        study.rerender(options.directory)
+        if (options.directory / "results.json").is_file() or not (options.directory / "workers.json").is_file():
+            study.rerender(options.directory)
         workers.rerender(options.directory)
     elif options.command == "check":
         only_workers = (options.directory / "workers.json").is_file() \

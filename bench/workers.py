@@ -73,6 +73,7 @@ def start_host_service(mode: str, port: int, log: Path) -> subprocess.Popen:
 
 
 def worker_pids(parent: int) -> list[int]:
+    """Live child processes of `parent`, from /proc (no psutil)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

@@ -8,7 +8,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +17,9 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import ROOT, inspect
+from raw_http import half_sent_requests
 
+from bench.workers import worker_pids
 from service import config, workers
 
 ACCESS_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d \S+ GET /(health|hello/load) 200 \d+\.\d\dms")
@@ -76,17 +77,7 @@ def test_auto_is_the_smaller_of_affinity_and_quota(monkeypatch):
 # ---- processes ---------------------------------------------------------------------------------------
 
 def children(pid: int) -> set[int]:
-    """Live child processes of `pid`, from /proc (no psutil)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                found.add(int(entry.name))
-    return found
+    return set(worker_pids(pid))
 
 
 def wait_for_children(pid: int, count: int, seconds: float = 10.0, avoid: set[int] = frozenset()) -> set[int]:
@@ -267,17 +258,9 @@ def test_half_sent_requests_over_every_workers_limit_do_not_lock_out_a_new_clien
     is still admitted, by whichever worker accepts it closing the one waiting longest."""
     running = start_service({"APP_WORKERS": "2", "APP_CONNECTION_LIMIT": "10"})
     wait_for_children(running.process.pid, 2)
-    idle = []
-    try:
-        for _ in range(60):
-            connection = socket.create_connection(("127.0.0.1", running.port), timeout=5)
-            connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # never finished
-            idle.append(connection)
+    with half_sent_requests(running.port, 60):
         for _ in range(5):
             assert requests.get(f"{running.url}/health", timeout=5).status_code == 200
-    finally:
-        for connection in idle:
-            connection.close()
 
 
 # ---- containers --------------------------------------------------------------------------------------
