@@ -249,23 +249,33 @@ def throughput_rows(plan: Plan, auto: int) -> dict:
 
 # ---- stopping 2 workers --------------------------------------------------------------------------------
 
-def idle_stop(tag: str, runs: int) -> dict:
-    seconds, codes = [], []
+def stop_once(tag: str, count: int) -> tuple[float, int]:
+    """`docker stop` of an idle container with APP_WORKERS=count: (seconds, exit code)."""
+    with running(tag, f"-eAPP_WORKERS={count}") as (name, _):
+        started = time.perf_counter()
+        docker("stop", name, quiet=True, timeout=60)
+        seconds = time.perf_counter() - started
+        return seconds, int(docker("inspect", "--format", "{{.State.ExitCode}}", name, quiet=True).stdout)
+
+
+def idle_stops(tag: str, runs: int) -> dict:
+    """2 workers and, interleaved in the same rounds, 1 worker: the supervisor's cost apart from drift."""
+    samples: dict[int, list[tuple[float, int]]] = {2: [], 1: []}
     for _ in range(runs):
-        with running(tag, "-eAPP_WORKERS=2") as (name, _):
-            started = time.perf_counter()
-            docker("stop", name, quiet=True, timeout=60)
-            seconds.append(time.perf_counter() - started)
-            codes.append(int(docker("inspect", "--format", "{{.State.ExitCode}}", name, quiet=True).stdout))
-    return {**summary(seconds), "exit_codes": codes}
+        for count in samples:
+            samples[count].append(stop_once(tag, count))
+    two, one = ({**summary([s for s, _ in samples[c]]), "exit_codes": [code for _, code in samples[c]]}
+                for c in (2, 1))
+    return {"idle": two, "idle_one_worker": one}
 
 
 def stop_rows(plan: Plan) -> dict:
     rows = {}
     for image in PROJECT_IMAGES:
         tag = VARIANTS[image].tag
-        progress(f"stop with 2 workers: {tag}, idle ({plan.stop_runs} runs) and under wrk -c{STOP_CONNECTIONS}")
-        rows[image] = {"idle": idle_stop(tag, plan.stop_runs),
+        progress(f"stop with 2 workers (and 1, interleaved): {tag}, idle ({plan.stop_runs} rounds) and under "
+                 f"wrk -c{STOP_CONNECTIONS}")
+        rows[image] = {**idle_stops(tag, plan.stop_runs),
                        "under_load": reliability.stop_under_load(tag, options=("-eAPP_WORKERS=2",))}
     return rows
 
@@ -281,12 +291,14 @@ def run_workers(offline: bool, quick: bool, output: Path) -> dict:
     seconds, _ = images.build(REFERENCE, offline)
     progress(f"built {REFERENCE.tag} in {seconds:.1f}s")
     cpus = cpu_facts(VARIANTS["slim"].tag)
+    load_at_start = os.getloadavg()[0]  # other work on the machine skews every figure: said in the report
     results = {"mode": "quick" if quick else "full", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "plan": plan.__dict__, "cpus": cpus,
                "command": "python -m bench workers" + (" --quick" if quick else ""),
                "socket_modes": socket_mode_study(plan),
                "throughput": throughput_rows(plan, cpus["container_auto_workers"]),
                "stop": stop_rows(plan)}
+    results["load_average"] = {"start": load_at_start, "end": os.getloadavg()[0]}
     results["targets"] = evaluate_targets(results)
     results["failures"] = failures(results)
     write_all(results, output)
@@ -388,13 +400,20 @@ def socket_table(study: dict) -> str:
                   "killed mid-run", "worker restarted", "a 2nd instance on the same port starts"], body)
 
 
+def one_worker_stop(s: dict) -> str:
+    one = s.get("idle_one_worker")  # absent from runs made before it was measured
+    return f"{one['median']:.2f} s" if one else "–"
+
+
 def stop_table(stops: dict) -> str:
     body = [[f"`{image}`", f"{s['idle']['median']:.2f} s (max {s['idle']['max']:.2f} s)",
-             ", ".join(map(str, s["idle"]["exit_codes"])), f"{s['under_load']['stop_seconds']:.2f} s",
+             ", ".join(map(str, s["idle"]["exit_codes"])), one_worker_stop(s),
+             f"{s['under_load']['stop_seconds']:.2f} s",
              s["under_load"]["exit_code"], f"{s['under_load']['answered_by_server']:,}",
              f"{s['under_load']['received_by_client']:,}", s["under_load"]["lost"],
              s["under_load"]["client_socket_errors"]] for image, s in stops.items()]
-    return table(["image", "docker stop, idle (median)", "exit codes", "docker stop under load", "exit code",
+    return table(["image", "docker stop, idle (median)", "exit codes", "same, 1 worker", "docker stop under load",
+                  "exit code",
                   "answered by server", "received by client", "lost", "client socket errors"], body)
 
 
@@ -405,13 +424,16 @@ def markdown(results: dict) -> str:
     verdict = ("**Guarantees broken:**\n\n" + "\n".join(f"- {f}" for f in results["failures"])
                if results["failures"] else "Every guarantee held: each stop exited 0, no answered request lost.")
     quota = cpus["container_cpu_quota"]
+    load = results.get("load_average")
+    load_line = (f"Load average (1 min) at the start and end of the run: {load['start']:.1f} and {load['end']:.1f}."
+                 if load else "")
     return f"""# Workers: APP_WORKERS, and waitress against gunicorn and granian
 
 {results['date']}, {results['mode']} mode (`{results['command']}`). Host: {cpus['host_cpus']} CPUs,
 affinity {cpus['host_affinity']}. In a container run without `--cpus`: {cpus['container_cpus_allowed']} CPU(s)
 allowed, cgroup quota {'none' if quota is None else quota}, so `APP_WORKERS=auto` is
 {cpus['container_auto_workers']}. wrk and the servers share these CPUs (and, on the machine that made the
-committed run, other people's work): compare rows of one run, not runs.
+committed run, other people's work): compare rows of one run, not runs. {load_line}
 
 {verdict}
 
@@ -447,7 +469,8 @@ supervisor in every process; PSS divides them, so PSS total is what the containe
 
 ## Stopping 2 workers
 
-`APP_WORKERS=2`: `docker stop` of an idle container ({plan['stop_runs']} runs), and 3 s into an 8 s
+`APP_WORKERS=2`: `docker stop` of an idle container ({plan['stop_runs']} runs; *same, 1 worker*: APP_WORKERS=1
+in the same rounds, when measured), and 3 s into an 8 s
 `wrk -c{STOP_CONNECTIONS}` run (*lost*: access-log lines minus responses wrk completed).
 
 {stop_table(results['stop'])}

@@ -23,6 +23,7 @@ def row(label: str, processes: int, direct: float, p99: float) -> dict:
 
 def stop(lost: int = 0, exit_code: int = 0, idle_seconds: float = 0.2) -> dict:
     return {"idle": {**summary([idle_seconds, idle_seconds]), "exit_codes": [0, 0]},
+            "idle_one_worker": {**summary([0.2, 0.2]), "exit_codes": [0, 0]},
             "under_load": {"exit_code": exit_code, "stop_seconds": 0.25, "answered_by_server": 100,
                            "received_by_client": 100 - lost, "lost": lost, "client_socket_errors": 3,
                            "client_non_2xx": 0, "server_said": "Stopped cleanly", "ok": lost == 0}}
@@ -77,6 +78,7 @@ def test_a_written_workers_report_passes_the_check_and_a_tampered_one_fails(tmp_
     workers.write_all(synthetic(), tmp_path)
     text = (tmp_path / "workers.md").read_text()
     assert "## Targets" in text and "SO_REUSEPORT" in text and "| waitress slim auto |" in text
+    assert "| `distroless` | 0.40 s (max 0.40 s) | 0, 0 | 0.20 s |" in text  # 2 workers, then 1
     assert workers.check(tmp_path) == []
     assert main(["check", str(tmp_path)]) == 0  # a workers run alone is a complete directory
     (tmp_path / "workers.md").write_text(text.replace("## Targets", "## Aims"))
