@@ -159,7 +159,7 @@ def test_sigterm_under_load_with_2_workers_loses_no_answered_request_and_exits_0
     assert load.received > 100  # there was load
     assert len(answered) == load.received  # every answer the workers wrote reached its client
     assert [line for line in out.splitlines() if not ACCESS_LINE.fullmatch(line)] == []  # none interleaved
-    assert err.count("Stopped") == 2
+    assert err.count("Stopped cleanly") == 2  # each worker drained what it had received within the grace
     assert "Traceback" not in err
 
 
@@ -259,8 +259,8 @@ def test_half_sent_requests_over_every_workers_limit_do_not_lock_out_a_new_clien
     running = start_service({"APP_WORKERS": "2", "APP_CONNECTION_LIMIT": "10"})
     wait_for_children(running.process.pid, 2)
     with half_sent_requests(running.port, 60):
-        for _ in range(5):
-            assert requests.get(f"{running.url}/health", timeout=5).status_code == 200
+        for _ in range(5):  # well within the 5 s receive timeout that would free slots anyway
+            assert requests.get(f"{running.url}/health", timeout=2).status_code == 200
 
 
 # ---- containers --------------------------------------------------------------------------------------
