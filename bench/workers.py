@@ -25,13 +25,14 @@ from pathlib import Path
 
 from . import images, reliability
 from .docker import ROOT, docker, progress
-from .images import BENCH, IMAGE, PROJECT_IMAGES, VARIANTS, Variant
+from .images import BENCH, IMAGE, VARIANTS, Variant
 from .measure import CONTAINER_PORT, free_port, get_status, running, summary, wrk
 from .report import table
 
 REFERENCE = Variant("reference", f"{IMAGE}:reference", BENCH / "reference" / "Dockerfile", ROOT,
                     "the same app under gunicorn or granian, same slim base; for the bench only")
 THREADS = 8  # APP_THREADS's default; gunicorn gets the same threads per process
+IMAGES = ("slim", "distroless")  # the study's two, named here so that images added elsewhere stay out of it
 STOP_CONNECTIONS = reliability.CONNECTIONS
 
 
@@ -232,7 +233,7 @@ def row(tag: str, label: str, processes_count: int, plan: Plan, *options: str) -
 
 def throughput_rows(plan: Plan, auto: int) -> dict:
     rows = {}
-    for image in PROJECT_IMAGES:
+    for image in IMAGES:
         tag = VARIANTS[image].tag
         rows[f"{image} APP_WORKERS=1"] = row(tag, f"waitress, {image}, APP_WORKERS=1", 1, plan, "-eAPP_WORKERS=1")
         rows[f"{image} APP_WORKERS=auto"] = row(tag, f"waitress, {image}, APP_WORKERS=auto ({auto})", auto, plan,
@@ -271,7 +272,7 @@ def idle_stops(tag: str, runs: int) -> dict:
 
 def stop_rows(plan: Plan) -> dict:
     rows = {}
-    for image in PROJECT_IMAGES:
+    for image in IMAGES:
         tag = VARIANTS[image].tag
         progress(f"stop with 2 workers (and 1, interleaved): {tag}, idle ({plan.stop_runs} rounds) and under "
                  f"wrk -c{STOP_CONNECTIONS}")
@@ -287,7 +288,7 @@ def run_workers(offline: bool, quick: bool, output: Path) -> dict:
         raise SystemExit("the workers study needs wrk on PATH: apt-get install wrk (or brew install wrk)")
     plan = Plan.for_mode(quick)
     output.mkdir(parents=True, exist_ok=True)
-    images.build_images(offline)
+    images.build_images(offline, IMAGES)
     seconds, _ = images.build(REFERENCE, offline)
     progress(f"built {REFERENCE.tag} in {seconds:.1f}s")
     cpus = cpu_facts(VARIANTS["slim"].tag)
@@ -320,7 +321,7 @@ def evaluate_targets(results: dict) -> list[dict]:
     t, auto = results["throughput"], results["cpus"]["container_auto_workers"]
     gunicorn = t[f"gunicorn {auto}x{THREADS}"]
     targets = []
-    for image in PROJECT_IMAGES:
+    for image in IMAGES:
         one, many = t[f"{image} APP_WORKERS=1"], t[f"{image} APP_WORKERS=auto"]
         targets += [
             {"target": f"{image}: APP_WORKERS=auto ({auto}) ≥ 1.5× APP_WORKERS=1, direct to the container",

@@ -268,7 +268,8 @@ def test_half_sent_requests_over_every_workers_limit_do_not_lock_out_a_new_clien
 def auto_in(image_tag: str, *options: str) -> int:
     from bench.docker import docker
 
-    result = docker("run", "--rm", *options, "--entrypoint", "python3", image_tag, "-c",
+    python = docker("image", "inspect", "--format", "{{index .Config.Entrypoint 0}}", image_tag, quiet=True)
+    result = docker("run", "--rm", *options, "--entrypoint", python.stdout.strip(), image_tag, "-c",
                     "from service.workers import worker_count; print(worker_count('auto'))", quiet=True)
     return int(result.stdout)
 
