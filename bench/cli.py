@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import bases, guarantees, images, reliability, report, rollout, study
+from . import bases, guarantees, images, reliability, report, rollout, study, workers
 from .docker import DockerError
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest"
@@ -30,6 +30,12 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
 
 def has_rollout(directory: Path) -> bool:
     return (directory / "rollout.json").is_file()
+
+
+def has_study(directory: Path) -> bool:
+    """The image study's results, or nothing else either: then report.check says what is missing."""
+    return (directory / "results.json").is_file() or not (
+        has_rollout(directory) or (directory / "workers.json").is_file())
 
 
 def guarantees_broken(directory: Path) -> list[str]:
@@ -71,6 +77,10 @@ def run(argv: list[str]) -> int:
     add_bases_option(roll)
     roll.add_argument("--quick", action="store_true", help="2 replicas and one update per image instead of 3 and 3")
     roll.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default {DEFAULT_OUTPUT}")
+    many = commands.add_parser("workers", help="APP_WORKERS=1 vs auto, and gunicorn and granian (minutes)")
+    add_bases_option(many)
+    many.add_argument("--quick", action="store_true", help="shorter, fewer runs (about 4 minutes; for CI)")
+    many.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default {DEFAULT_OUTPUT}")
     render = commands.add_parser("report", help="render the reports and charts again from their JSON")
     render.add_argument("directory", type=Path)
     verify = commands.add_parser("check", help="check that a results directory is complete and renders")
@@ -104,16 +114,22 @@ def run(argv: list[str]) -> int:
         for failure in broken:
             print(f"bench rollout: guarantee broken: {failure}", file=sys.stderr)
         return 1 if broken else 0
+    elif options.command == "workers":
+        results = workers.run_workers(images.choose_offline(options.bases), options.quick, options.output)
+        for failure in results["failures"]:
+            print(f"bench workers: guarantee broken: {failure}", file=sys.stderr)
+        return 1 if results["failures"] else 0
     elif options.command == "report":
+        if has_study(options.directory):
+            study.rerender(options.directory)
         if has_rollout(options.directory):
             rollout.render(options.directory)
-        if not has_rollout(options.directory) or (options.directory / "results.json").is_file():
-            study.rerender(options.directory)
+        workers.rerender(options.directory)
     elif options.command == "check":
-        problems = rollout.check(options.directory) if has_rollout(options.directory) else []
-        if not has_rollout(options.directory) or (options.directory / "results.json").is_file():
-            problems += report.check(options.directory)
-        problems += guarantees_broken(options.directory)
+        problems = report.check(options.directory) if has_study(options.directory) else []
+        if has_rollout(options.directory):
+            problems += rollout.check(options.directory)
+        problems += guarantees_broken(options.directory) + workers.check(options.directory)
         for problem in problems:
             print(f"bench check: {problem}", file=sys.stderr)
         if problems:

@@ -355,10 +355,12 @@ def parse_wrk(output: str) -> dict:
     return result
 
 
-def wrk(port: int, seconds: int, connections: int, during=None, path: str = "/hello/bench") -> dict:
-    """One wrk run; `during()` is called halfway through, while the load is on."""
+def wrk(port: int, seconds: int, connections: int, during=None, path: str = "/hello/bench",
+        host: str = "127.0.0.1") -> dict:
+    """One wrk run; `during()` is called halfway through, while the load is on. `host`: loopback (the -p
+    mapping) or one of the bench's own containers' addresses."""
     command = ["wrk", "--latency", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
-               f"http://127.0.0.1:{port}{path}"]
+               f"http://{host}:{port}{path}"]
     progress("$ " + " ".join(command))
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as load:
         if during:

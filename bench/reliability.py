@@ -46,8 +46,8 @@ def soak(tag: str, seconds: int) -> dict:
             "ok": result["socket_errors"] == 0 and result["non_2xx"] == 0 and growth < 0.10}
 
 
-def stop_under_load(tag: str, seconds: int = 8, stop_after: float = 3.0) -> dict:
-    with running(tag) as (name, port):
+def stop_under_load(tag: str, seconds: int = 8, stop_after: float = 3.0, options: tuple[str, ...] = ()) -> dict:
+    with running(tag, *options) as (name, port):
         outcome = {}
 
         def stop_later() -> None:

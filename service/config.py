@@ -22,6 +22,7 @@ class Settings(NamedTuple):  # not a dataclass: importing dataclasses costs 1.5 
     receive_timeout: float = 5.0
     shutdown_grace: float = 5.0
     log_level: str = "INFO"
+    workers: int | str = 1  # or "auto": resolved at start by service.workers.worker_count
 
 
 def whole_number(low: int, high: int) -> Callable[[str], int]:
@@ -38,6 +39,15 @@ def seconds(low: float, high: float) -> Callable[[str], float]:
             return float(text)
         raise ValueError(f"a number of seconds from {low:g} to {high:g}, such as 2.5")
     return parse
+
+
+def worker_setting(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return whole_number(1, 64)(text)
+    except ValueError:
+        raise ValueError("'auto' (the CPUs this process may use) or a whole number from 1 to 64") from None
 
 
 def environment_name(text: str) -> str:
@@ -86,6 +96,8 @@ VARIABLES: dict[str, Variable] = {
                                    "on SIGTERM/SIGINT, time for received requests to finish"),
     "APP_LOG_LEVEL": Variable("log_level", log_level, "DEBUG INFO WARNING ERROR",
                               "WARNING and above also silence the access log"),
+    "APP_WORKERS": Variable("workers", worker_setting, "'auto' or 1-64",
+                            "waitress processes on the port; auto: CPUs allowed (affinity, cgroup quota)"),
 }
 
 

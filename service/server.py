@@ -13,9 +13,9 @@ import signal
 import sys
 from collections.abc import Callable
 
-from . import __version__, config
+from . import __version__, config, workers
 from .app import create_app
-from .transport import Transport, write_line
+from .transport import Transport, bind_listeners, write_line
 
 log = logging.getLogger("service")
 
@@ -44,12 +44,23 @@ class StopRequest:
             signal.signal(signum, self)
 
 
-def serve_until_stopped(transport: Transport, settings: config.Settings) -> None:
+def serve_until_stopped(transport: Transport, settings: config.Settings, worker: str = "",
+                        serving: Callable[[], None] | None = None) -> None:
+    """`worker` names one of several workers in the log; `serving` tells the supervisor it serves."""
     stop = StopRequest(wake=transport.wake)
     stop.install()
-    log.info("hello-api %s serving environment=%s on %s (threads=%d, connection_limit=%d)",
-             __version__, settings.environment, transport.urls, settings.threads, transport.adj.connection_limit)
-    transport.serve(stopped=lambda: stop.count > 0)
+    # A worker is forked with the stop signals blocked (see service.workers): now they are handled.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, workers.STOP_SIGNALS)
+    log.info("hello-api %s serving environment=%s on %s (threads=%d, connection_limit=%d)%s",
+             __version__, settings.environment, transport.urls, settings.threads, transport.adj.connection_limit,
+             f", {worker}, pid {os.getpid()}" if worker else "")
+    if serving:
+        serving()
+    supervisor = os.getppid()
+    # A worker whose supervisor was killed (SIGKILL: nothing forwarded) drains as if told to stop,
+    # rather than serve on as an orphan; the event loop wakes at least once a second to notice.
+    orphaned = (lambda: os.getppid() != supervisor) if worker else (lambda: False)
+    transport.serve(stopped=lambda: stop.count > 0 or orphaned())
     log.info("Stop signal received: draining for up to %.1fs", settings.shutdown_grace)
     cut = transport.drain(settings.shutdown_grace, cut_short=lambda: stop.count > 1)
     log.info("Stopped%s", f"; {cut} connection(s) cut short" if cut else " cleanly")
@@ -83,12 +94,46 @@ def main(arguments: list[str] | None = None) -> int:
     for warning in config.unknown_variables(os.environ):
         log.warning(warning)
     access_log = write_line if logging.getLogger().isEnabledFor(logging.INFO) else None
+    count = workers.worker_count(settings.workers)
+    if count > 1:
+        return serve_with_workers(settings, count, access_log)
     try:
         transport = Transport(create_app(settings.environment), settings, access_log)
     except OSError as problem:
-        print(f"hello-api: cannot listen on {settings.host} port {settings.port}: "
-              f"{problem.strerror or problem}. Free the port or choose another APP_PORT or APP_HOST.",
-              file=sys.stderr)
-        return EXIT_CANNOT_LISTEN
+        return cannot_listen(settings, problem)
     serve_until_stopped(transport, settings)
     return EXIT_OK
+
+
+def cannot_listen(settings: config.Settings, problem: OSError) -> int:
+    print(f"hello-api: cannot listen on {settings.host} port {settings.port}: "
+          f"{problem.strerror or problem}. Free the port or choose another APP_PORT or APP_HOST.",
+          file=sys.stderr)
+    return EXIT_CANNOT_LISTEN
+
+
+def serve_with_workers(settings: config.Settings, count: int, access_log: Callable[[str], None] | None,
+                       reuse_port: bool = False) -> int:
+    """APP_WORKERS > 1: bind the port here, once, then supervise `count` forked workers serving it.
+    `reuse_port`: each worker binds its own SO_REUSEPORT socket instead (the bench compares the two)."""
+    try:
+        shared = [] if reuse_port else bind_listeners(settings)
+    except OSError as problem:
+        return cannot_listen(settings, problem)
+
+    def worker_main(number: int, serving: Callable[[], None]) -> int:
+        try:
+            sockets = bind_listeners(settings, reuse_port=True) if reuse_port else shared
+            transport = Transport(create_app(settings.environment), settings, access_log, sockets)
+        except OSError as problem:
+            return cannot_listen(settings, problem)
+        serve_until_stopped(transport, settings, worker=f"worker {number} of {count}", serving=serving)
+        return EXIT_OK
+
+    def release() -> None:
+        for sock in shared:
+            sock.close()
+
+    log.info("hello-api %s: %d workers (APP_WORKERS=%s), each with %d threads and its own connection limit of %d",
+             __version__, count, settings.workers, settings.threads, settings.connection_limit)
+    return workers.Supervisor(count, worker_main, settings.shutdown_grace, release).run()

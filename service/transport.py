@@ -528,37 +528,75 @@ def needs_poll(connection_limit: int) -> bool:
     return connection_limit + SPARE_DESCRIPTORS > SELECT_CEILING
 
 
-class Transport:
-    """Every listening socket of one process, their connections, and the worker threads."""
+def adjustments(settings: Settings, connection_limit: int) -> Adjustments:
+    return Adjustments(
+        listen=" ".join(listen_addresses(settings.host, settings.port)),
+        threads=settings.threads,
+        connection_limit=connection_limit,
+        channel_timeout=settings.channel_timeout,
+        asyncore_use_poll=needs_poll(connection_limit),
+        max_request_header_size=MAX_HEADER_BYTES,
+        max_request_body_size=MAX_BODY_BYTES,
+        ident="",  # no Server header advertising the software
+        expose_tracebacks=False,
+    )
 
-    def __init__(self, app: Callable, settings: Settings, access_log: Callable[[str], None] | None) -> None:
-        limit = fit_connection_limit(settings.connection_limit)
-        self.adj = Adjustments(
-            listen=" ".join(listen_addresses(settings.host, settings.port)),
-            threads=settings.threads,
-            connection_limit=limit,
-            channel_timeout=settings.channel_timeout,
-            asyncore_use_poll=needs_poll(limit),
-            max_request_header_size=MAX_HEADER_BYTES,
-            max_request_body_size=MAX_BODY_BYTES,
-            ident="",  # no Server header advertising the software
-            expose_tracebacks=False,
-        )
+
+def bind_listeners(settings: Settings, reuse_port: bool = False) -> list[socket.socket]:
+    """The listening sockets waitress would open for `settings`, bound and listening, for workers to share.
+
+    Bound once, before the workers are forked, they are shared: a taken port fails here, once; the
+    kernel queues connections on one backlog that every worker accepts from, so a worker's death loses
+    no connection still waiting in it. `reuse_port` (SO_REUSEPORT, one socket per worker, bound in each
+    worker) is kept for the bench, which measures both (python -m bench workers)."""
+    adj = adjustments(settings, settings.connection_limit)
+    sockets: list[socket.socket] = []
+    try:
+        for family, socktype, proto, address in adj.listen:
+            sock = socket.socket(family, socktype, proto)
+            sockets.append(sock)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as waitress does
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(address)
+            sock.listen(adj.backlog)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+class Transport:
+    """Every listening socket of one process, their connections, and the worker threads. `sockets`:
+    listening sockets bound already (by bind_listeners, shared by workers); None: bind them here."""
+
+    def __init__(self, app: Callable, settings: Settings, access_log: Callable[[str], None] | None,
+                 sockets: list[socket.socket] | None = None) -> None:
+        self.adj = adjustments(settings, fit_connection_limit(settings.connection_limit))
         self.map: dict = {}
         self.queue_summary = QueueDepthSummary()
         logging.getLogger("waitress.queue").addFilter(self.queue_summary)
         self.dispatcher = ThreadedTaskDispatcher()
         self.listeners: list[HardenedServer] = []
         try:
-            for sockinfo in self.adj.listen:
+            for sockinfo, sock in self.listen_on(sockets):
+                # As waitress's create_server does with sockets bound elsewhere.
                 server = HardenedServer(app, map=self.map, dispatcher=self.dispatcher, adj=self.adj,
-                                        sockinfo=sockinfo)
+                                        sockinfo=sockinfo, _sock=sock, bind_socket=sock is None)
                 server.access_log, server.receive_timeout = access_log, settings.receive_timeout
                 self.listeners.append(server)
         except OSError:
             wasyncore.close_all(self.map)
             raise
         self.dispatcher.set_thread_count(self.adj.threads)
+
+    def listen_on(self, sockets: list[socket.socket] | None) -> list[tuple[tuple, socket.socket | None]]:
+        if sockets is None:
+            return [(sockinfo, None) for sockinfo in self.adj.listen]
+        return [((s.family, s.type, s.proto, s.getsockname()), s) for s in sockets]
 
     @property
     def urls(self) -> str:

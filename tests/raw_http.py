@@ -83,3 +83,18 @@ def request(target: str = "/health", method: str = "GET", *headers: str, version
             body: bytes = b"") -> bytes:
     lines = [f"{method} {target} {version}", "Host: test", *headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+@contextlib.contextmanager
+def half_sent_requests(port: int, count: int):
+    """`count` connections, each with a request whose headers never end; all closed afterwards."""
+    idle = []
+    try:
+        for _ in range(count):
+            connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+            connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # never finished
+            idle.append(connection)
+        yield idle
+    finally:
+        for connection in idle:
+            connection.close()

@@ -9,18 +9,20 @@ def test_defaults_apply_when_nothing_is_set():
     settings = load({})
     assert settings._asdict() == {
         "environment": "development", "port": 5000, "host": "*", "threads": 8, "connection_limit": 1000,
-        "channel_timeout": 60, "receive_timeout": 5.0, "shutdown_grace": 5.0, "log_level": "INFO"}
+        "channel_timeout": 60, "receive_timeout": 5.0, "shutdown_grace": 5.0, "log_level": "INFO",
+        "workers": 1}
 
 
 def test_each_variable_overrides_its_setting():
     settings = load({
         "APP_ENV": "production", "APP_PORT": "8080", "APP_HOST": "127.0.0.1", "APP_THREADS": "3",
         "APP_CONNECTION_LIMIT": "500", "APP_CHANNEL_TIMEOUT": "30", "APP_RECEIVE_TIMEOUT": "2.5",
-        "APP_SHUTDOWN_GRACE": "2.5", "APP_LOG_LEVEL": "warning",
+        "APP_SHUTDOWN_GRACE": "2.5", "APP_LOG_LEVEL": "warning", "APP_WORKERS": "3",
     })
     assert settings._asdict() == {
         "environment": "production", "port": 8080, "host": "127.0.0.1", "threads": 3, "connection_limit": 500,
-        "channel_timeout": 30, "receive_timeout": 2.5, "shutdown_grace": 2.5, "log_level": "WARNING"}
+        "channel_timeout": 30, "receive_timeout": 2.5, "shutdown_grace": 2.5, "log_level": "WARNING",
+        "workers": 3}
 
 
 def test_unrelated_variables_are_ignored():
@@ -50,6 +52,7 @@ def test_the_edges_of_every_range_are_accepted(variable, value, expected):
 
 
 INVALID = {
+    "APP_WORKERS": ["0", "65", "two", "", " 2", "Auto", "AUTO", "-1", "2.0", "auto ", "\uff12"],
     "APP_ENV": ["", " ", "prod uction", "-x", "_x", ".x", "a" * 65, "env\n", "é"],
     "APP_PORT": ["abc", "0", "70000", "65536", "50.5", "-1", "", " 80", "80 ", "+80", "0x50", "1e3",
                  "\uff18\uff10"],  # fullwidth digits

@@ -262,7 +262,11 @@ def raise_open_files(wanted: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
 
 
-def test_a_fresh_client_is_answered_within_1s_while_1000_silent_and_50_dripping_sockets_are_open(server):
+def test_a_fresh_client_is_answered_while_1000_silent_and_50_dripping_sockets_are_open(start_service):
+    """At the connection limit, the connections that waited longest make room. With a receive timeout of a
+    minute, a client that had to wait for it would take 60 s; how fast it really is, is the bench's job
+    (`python -m bench reliability`, "Hostile clients")."""
+    server = start_service({"APP_RECEIVE_TIMEOUT": "60"})
     raise_open_files(4096)
     held = []
     try:
@@ -272,7 +276,7 @@ def test_a_fresh_client_is_answered_within_1s_while_1000_silent_and_50_dripping_
         held += dripping
         for connection in dripping:
             connection.sendall(b"GET /health HTTP/1.1\r\nX-Slow: ")
-        fresh = exchange(address(server), request("/health", "GET", CLOSE), seconds=1.0)
+        fresh = exchange(address(server), request("/health", "GET", CLOSE), seconds=5.0)
         assert fresh.answers and fresh.only.status == 200
     finally:
         for connection in held:

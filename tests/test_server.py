@@ -6,7 +6,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import ROOT, in_ci, service_environment
-from raw_http import connect, exchange, read_until_closed, request
+from raw_http import connect, exchange, half_sent_requests, read_until_closed, request
 
 ACCESS_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d (?P<client>\S+) (?P<method>\S+) (?P<target>\S+) "
                          r"(?P<status>\d{3}) (?P<ms>\d+\.\d\d)ms")
@@ -453,13 +452,5 @@ def test_healthcheck_imports_neither_ssl_nor_the_server():
 
 def test_hundreds_of_idle_half_sent_requests_do_not_lock_out_a_new_client(start_service):
     running = start_service()
-    idle = []
-    try:
-        for _ in range(400):
-            connection = socket.create_connection(("127.0.0.1", running.port), timeout=5)
-            connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # never finished
-            idle.append(connection)
+    with half_sent_requests(running.port, 400):
         assert requests.get(f"{running.url}/health", timeout=5).status_code == 200
-    finally:
-        for connection in idle:
-            connection.close()

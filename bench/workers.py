@@ -1,0 +1,504 @@
+"""`python -m bench workers`: APP_WORKERS=1 against `auto`, and waitress against gunicorn and granian.
+
+Four parts, each measured for real in one run and written to workers.json and workers.md:
+- the listening socket: one shared socket bound before fork (what the service does) against one
+  SO_REUSEPORT socket per worker, as host processes: throughput, a worker killed under load, and what a
+  second instance on the same port does;
+- throughput and p99 of slim and distroless with APP_WORKERS=1 and auto, through the `-p` mapping and
+  straight to the container's address (its Docker bridge IP), so the port proxy's cost shows apart;
+- the same app under gunicorn (gthread, same processes x threads) and granian (WSGI), from an image
+  built on the same base for the bench only (bench/reference/);
+- idle memory per process and in total, and `docker stop` of a 2-worker container, idle and under load.
+"""
+
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import images, reliability
+from .docker import ROOT, docker, progress
+from .images import BENCH, IMAGE, VARIANTS, Variant
+from .measure import CONTAINER_PORT, free_port, get_status, running, summary, wrk
+from .report import table
+
+REFERENCE = Variant("reference", f"{IMAGE}:reference", BENCH / "reference" / "Dockerfile", ROOT,
+                    "the same app under gunicorn or granian, same slim base; for the bench only")
+THREADS = 8  # APP_THREADS's default; gunicorn gets the same threads per process
+IMAGES = ("slim", "distroless")  # the study's two, named here so that images added elsewhere stay out of it
+STOP_CONNECTIONS = reliability.CONNECTIONS
+
+
+@dataclass(frozen=True)
+class Plan:
+    quick: bool
+    seconds: int  # per wrk run
+    runs: int  # wrk runs per row and route, alternating routes
+    stop_runs: int
+    connections: int = 16
+
+    @classmethod
+    def for_mode(cls, quick: bool) -> "Plan":
+        return cls(True, 3, 2, 2) if quick else cls(False, 10, 3, 5)
+
+
+# ---- the machine -------------------------------------------------------------------------------------
+
+AUTO_PROBE = ("from service.workers import cgroup_cpu_quota, cpus_allowed, worker_count; "
+              "print(worker_count('auto'), cpus_allowed(), cgroup_cpu_quota())")
+
+
+def cpu_facts(tag: str) -> dict:
+    """CPUs of the host, and what `auto` resolves to inside a container of `tag` (no --cpus given)."""
+    inside = docker("run", "--rm", "--entrypoint", "python3", tag, "-c", AUTO_PROBE, quiet=True).stdout.split()
+    return {"host_cpus": os.cpu_count(), "host_affinity": len(os.sched_getaffinity(0)),
+            "container_auto_workers": int(inside[0]), "container_cpus_allowed": int(inside[1]),
+            "container_cpu_quota": None if inside[2] == "None" else int(inside[2])}
+
+
+# ---- shared socket against SO_REUSEPORT, as host processes ---------------------------------------------
+
+def start_host_service(mode: str, port: int, log: Path) -> subprocess.Popen:
+    environ = {**{k: v for k, v in os.environ.items() if not k.startswith("APP_")},
+               "APP_WORKERS": "2", "APP_HOST": "127.0.0.1", "APP_PORT": str(port), "PYTHONPATH": str(ROOT)}
+    with log.open("w") as stderr:
+        return subprocess.Popen([sys.executable, "-m", "bench.socket_mode", mode], cwd=ROOT, env=environ,
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def worker_pids(parent: int) -> list[int]:
+    """Live child processes of `parent`, from /proc (no psutil)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent and fields[0] != "Z":
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+def wait_healthy(port: int, process: subprocess.Popen, seconds: float = 15) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and process.poll() is None:
+        if get_status(port) == 200:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def stop_host(process: subprocess.Popen) -> int:
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait(timeout=5)
+
+
+def second_instance_starts(mode: str, port: int, log: Path) -> bool:
+    """Whether a second 2-worker service on a port the first already serves comes up healthy instead of
+    failing (with SO_REUSEPORT, the kernel lets it share the port and splits connections between them)."""
+    second = start_host_service(mode, port, log)
+    deadline = time.monotonic() + 5
+    while second.poll() is None and time.monotonic() < deadline:
+        if len(worker_pids(second.pid)) == 2:
+            time.sleep(0.5)
+            break
+        time.sleep(0.05)
+    started = second.poll() is None
+    stop_host(second) if started else None
+    return started
+
+
+def socket_mode_study(plan: Plan) -> dict:
+    """Alternating runs of the two modes on loopback, then in each a worker killed halfway through a run."""
+    progress("listening socket: shared (bound before fork) against SO_REUSEPORT per worker, 2 workers, "
+             "host processes: python -m bench.socket_mode shared|reuseport")
+    modes = ("shared", "reuseport")
+    runs: dict[str, list[dict]] = {mode: [] for mode in modes}
+    outcome: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="hello-api-sockets-") as work:
+        for _ in range(plan.runs):
+            for mode in modes:
+                port = free_port()
+                process = start_host_service(mode, port, Path(work) / f"{mode}.log")
+                try:
+                    if not wait_healthy(port, process):
+                        raise RuntimeError(f"socket mode {mode}: the service never answered: "
+                                           f"{(Path(work) / f'{mode}.log').read_text()[-500:]}")
+                    wrk(port, 1, plan.connections)  # warm-up
+                    runs[mode].append(wrk(port, plan.seconds, plan.connections))
+                finally:
+                    stop_host(process)
+        for mode in modes:
+            port = free_port()
+            process = start_host_service(mode, port, Path(work) / f"{mode}.log")
+            try:
+                if not wait_healthy(port, process):
+                    raise RuntimeError(f"socket mode {mode}: the service never answered")
+                victim = worker_pids(process.pid)[0]
+                killed = wrk(port, max(4, plan.seconds), plan.connections,
+                             during=lambda victim=victim: os.kill(victim, signal.SIGKILL))
+                restarted = len(worker_pids(process.pid)) == 2 and victim not in worker_pids(process.pid)
+                hijack = second_instance_starts(mode, port, Path(work) / f"{mode}-second.log")
+            finally:
+                exit_code = stop_host(process)
+            rps = [r["requests_per_second"] for r in runs[mode]]
+            outcome[mode] = {"requests_per_second": summary(rps),
+                             "p99_seconds": statistics.median(r["p99_seconds"] for r in runs[mode]),
+                             "socket_errors": sum(r["socket_errors"] for r in runs[mode]),
+                             "kill_run": killed, "kill_run_failures": killed["socket_errors"] + killed["non_2xx"],
+                             "worker_restarted": restarted, "second_instance_on_the_port_started": hijack,
+                             "exit_code": exit_code}
+            progress(f"{mode}: {outcome[mode]['requests_per_second']['median']:,.0f} req/s, "
+                     f"{outcome[mode]['kill_run_failures']} failed when a worker was killed, "
+                     f"second instance started: {hijack}")
+    return {"workers": 2, "seconds": plan.seconds, "connections": plan.connections, "runs": plan.runs,
+            "modes": outcome}
+
+
+# ---- containers: throughput through -p and direct -----------------------------------------------------
+
+PROCESS_PROBE = """
+import json, os
+rows = []
+for pid in filter(str.isdigit, os.listdir('/proc')):
+    try:
+        command = open(f'/proc/{pid}/cmdline', 'rb').read()
+        if int(pid) == os.getpid() or b'healthcheck' in command:
+            continue
+        status = dict(line.split(':', 1) for line in open(f'/proc/{pid}/status'))
+        pss = [int(line.split()[1]) for line in open(f'/proc/{pid}/smaps_rollup') if line.startswith('Pss:')]
+        rows.append({'pid': int(pid), 'ppid': int(status['PPid']), 'rss_kib': int(status['VmRSS'].split()[0]),
+                     'pss_kib': pss[0] if pss else None})
+    except (OSError, KeyError, ValueError):
+        continue
+print(json.dumps(rows))
+"""
+
+
+def processes(name: str) -> list[dict]:
+    """The container's processes (the docker exec probe itself and health checks left out), with RSS and
+    PSS: RSS counts pages that forked workers share once per worker; PSS divides them among them."""
+    return json.loads(docker("exec", name, "python3", "-c", PROCESS_PROBE, quiet=True).stdout)
+
+
+def container_ip(name: str) -> str:
+    return docker("inspect", "--format", "{{.NetworkSettings.IPAddress}}", name, quiet=True).stdout.strip()
+
+
+def route_runs(name: str, port: int, plan: Plan) -> dict:
+    """wrk through the -p mapping and straight to the container's address, alternating, same container."""
+    ip = container_ip(name)
+    for _ in range(20):
+        get_status(port, "/hello/warm", timeout=2)
+    time.sleep(2)
+    idle = processes(name)
+    wrk(port, 1, plan.connections)
+    wrk(CONTAINER_PORT, 1, plan.connections, host=ip)
+    routes: dict[str, list[dict]] = {"published": [], "direct": []}
+    for _ in range(plan.runs):
+        routes["published"].append(wrk(port, plan.seconds, plan.connections))
+        routes["direct"].append(wrk(CONTAINER_PORT, plan.seconds, plan.connections, host=ip))
+    return {"routes": {route: condense(attempts) for route, attempts in routes.items()},
+            "idle_processes": idle, "idle_rss_total_kib": sum(p["rss_kib"] for p in idle),
+            "idle_pss_total_kib": sum(p["pss_kib"] or 0 for p in idle), "process_count": len(idle)}
+
+
+def condense(attempts: list[dict]) -> dict:
+    rps = [a["requests_per_second"] for a in attempts]
+    middle = attempts[rps.index(statistics.median_low(rps))]
+    return {"requests_per_second": summary(rps), "p50_seconds": middle["p50_seconds"],
+            "p99_seconds": middle["p99_seconds"], "non_2xx": sum(a["non_2xx"] for a in attempts),
+            "socket_errors": sum(a["socket_errors"] for a in attempts), "runs": attempts}
+
+
+def row(tag: str, label: str, processes_count: int, plan: Plan, *options: str) -> dict:
+    progress(f"throughput: {label}")
+    with running(tag, *options) as (name, port):
+        measured = route_runs(name, port, plan)
+    return {"label": label, "tag": tag, "options": list(options), "processes": processes_count,
+            "threads": THREADS, **measured}
+
+
+def throughput_rows(plan: Plan, auto: int) -> dict:
+    rows = {}
+    for image in IMAGES:
+        tag = VARIANTS[image].tag
+        rows[f"{image} APP_WORKERS=1"] = row(tag, f"waitress, {image}, APP_WORKERS=1", 1, plan, "-eAPP_WORKERS=1")
+        rows[f"{image} APP_WORKERS=auto"] = row(tag, f"waitress, {image}, APP_WORKERS=auto ({auto})", auto, plan,
+                                                "-eAPP_WORKERS=auto")
+    for count in sorted({1, auto}):
+        rows[f"gunicorn {count}x{THREADS}"] = row(
+            REFERENCE.tag, f"gunicorn gthread, {count} x {THREADS} threads", count, plan,
+            "-eSERVER=gunicorn", f"-eWORKERS={count}", f"-eTHREADS={THREADS}")
+        rows[f"granian {count}"] = row(
+            REFERENCE.tag, f"granian WSGI, {count} worker(s) x {THREADS} blocking threads", count, plan,
+            "-eSERVER=granian", f"-eWORKERS={count}", f"-eTHREADS={THREADS}")
+    return rows
+
+
+# ---- stopping 2 workers --------------------------------------------------------------------------------
+
+def stop_once(tag: str, count: int) -> tuple[float, int]:
+    """`docker stop` of an idle container with APP_WORKERS=count: (seconds, exit code)."""
+    with running(tag, f"-eAPP_WORKERS={count}") as (name, _):
+        started = time.perf_counter()
+        docker("stop", name, quiet=True, timeout=60)
+        seconds = time.perf_counter() - started
+        return seconds, int(docker("inspect", "--format", "{{.State.ExitCode}}", name, quiet=True).stdout)
+
+
+def idle_stops(tag: str, runs: int) -> dict:
+    """2 workers and, interleaved in the same rounds, 1 worker: the supervisor's cost apart from drift."""
+    samples: dict[int, list[tuple[float, int]]] = {2: [], 1: []}
+    for _ in range(runs):
+        for count in samples:
+            samples[count].append(stop_once(tag, count))
+    two, one = ({**summary([s for s, _ in samples[c]]), "exit_codes": [code for _, code in samples[c]]}
+                for c in (2, 1))
+    return {"idle": two, "idle_one_worker": one}
+
+
+def stop_rows(plan: Plan) -> dict:
+    rows = {}
+    for image in IMAGES:
+        tag = VARIANTS[image].tag
+        progress(f"stop with 2 workers (and 1, interleaved): {tag}, idle ({plan.stop_runs} rounds) and under "
+                 f"wrk -c{STOP_CONNECTIONS}")
+        rows[image] = {**idle_stops(tag, plan.stop_runs),
+                       "under_load": reliability.stop_under_load(tag, options=("-eAPP_WORKERS=2",))}
+    return rows
+
+
+# ---- the run -------------------------------------------------------------------------------------------
+
+def run_workers(offline: bool, quick: bool, output: Path) -> dict:
+    if shutil.which("wrk") is None:
+        raise SystemExit("the workers study needs wrk on PATH: apt-get install wrk (or brew install wrk)")
+    plan = Plan.for_mode(quick)
+    output.mkdir(parents=True, exist_ok=True)
+    images.build_images(offline, IMAGES)
+    seconds, _ = images.build(REFERENCE, offline)
+    progress(f"built {REFERENCE.tag} in {seconds:.1f}s")
+    cpus = cpu_facts(VARIANTS["slim"].tag)
+    load_at_start = os.getloadavg()[0]  # other work on the machine skews every figure: said in the report
+    results = {"mode": "quick" if quick else "full", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "plan": plan.__dict__, "cpus": cpus,
+               "command": "python -m bench workers" + (" --quick" if quick else ""),
+               "socket_modes": socket_mode_study(plan),
+               "throughput": throughput_rows(plan, cpus["container_auto_workers"]),
+               "stop": stop_rows(plan)}
+    results["load_average"] = {"start": load_at_start, "end": os.getloadavg()[0]}
+    results["targets"] = evaluate_targets(results)
+    results["failures"] = failures(results)
+    write_all(results, output)
+    progress(f"results in {output}/: workers.json, workers.md")
+    return results
+
+
+# ---- judging and writing ---------------------------------------------------------------------------------
+
+def rate(r: dict, route: str = "direct") -> float:
+    return r["routes"][route]["requests_per_second"]["median"]
+
+
+def p99(r: dict, route: str = "direct") -> float:
+    return r["routes"][route]["p99_seconds"]
+
+
+def evaluate_targets(results: dict) -> list[dict]:
+    t, auto = results["throughput"], results["cpus"]["container_auto_workers"]
+    gunicorn = t[f"gunicorn {auto}x{THREADS}"]
+    targets = []
+    for image in IMAGES:
+        one, many = t[f"{image} APP_WORKERS=1"], t[f"{image} APP_WORKERS=auto"]
+        targets += [
+            {"target": f"{image}: APP_WORKERS=auto ({auto}) ≥ 1.5× APP_WORKERS=1, direct to the container",
+             "measured": f"{rate(many) / rate(one):.2f}× ({rate(many):,.0f} vs {rate(one):,.0f} req/s)",
+             "met": rate(many) >= 1.5 * rate(one)},
+            {"target": f"{image}: APP_WORKERS=auto ≥ gunicorn gthread {auto}×{THREADS}, direct, p99 no worse",
+             "measured": f"{rate(many) / rate(gunicorn):.2f}× gunicorn's req/s; p99 {p99(many) * 1000:.2f} ms "
+                         f"vs {p99(gunicorn) * 1000:.2f} ms",
+             "met": rate(many) >= rate(gunicorn) and p99(many) <= p99(gunicorn)},
+        ]
+        stop = results["stop"][image]
+        idle, loaded = stop["idle"], stop["under_load"]
+        targets.append(
+            {"target": f"{image}: docker stop ≤ 0.3 s with 2 workers, exit 0, 0 lost under "
+                       f"{STOP_CONNECTIONS}-connection load",
+             "measured": f"idle {idle['median']:.2f} s (exit codes {idle['exit_codes']}); under load "
+                         f"{loaded['stop_seconds']:.2f} s, exit {loaded['exit_code']}, {loaded['lost']} lost",
+             "met": idle["median"] <= 0.3 and not any(idle["exit_codes"]) and loaded["exit_code"] == 0
+             and loaded["lost"] == 0})
+    return targets
+
+
+def failures(results: dict) -> list[str]:
+    """Guarantees, not targets: with 2 workers no request is lost when stopping and every stop exits 0."""
+    problems = []
+    for image, stop in results["stop"].items():
+        if any(stop["idle"]["exit_codes"]) or stop["under_load"]["exit_code"] != 0:
+            problems.append(f"{image} with 2 workers: docker stop left exit codes {stop['idle']['exit_codes']} "
+                            f"and {stop['under_load']['exit_code']} under load; every one must be 0")
+        if stop["under_load"]["lost"] != 0:
+            problems.append(f"{image} with 2 workers: {stop['under_load']['lost']} answered request(s) lost "
+                            "when stopping under load")
+    return problems
+
+
+def mib(kib: float) -> str:
+    return f"{kib / 1024:.1f} MiB"
+
+
+def throughput_table(rows: dict) -> str:
+    base = rows["slim APP_WORKERS=1"]
+    body = []
+    for r in rows.values():
+        cells = [r["label"]]
+        for route in ("published", "direct"):
+            m = r["routes"][route]
+            cells += [f"{m['requests_per_second']['median']:,.0f} ({m['requests_per_second']['min']:,.0f}–"
+                      f"{m['requests_per_second']['max']:,.0f})", f"{m['p99_seconds'] * 1000:.2f} ms"]
+        cells += [f"{rate(r) / rate(base):.2f}×", sum(m["socket_errors"] + m["non_2xx"] for m in r["routes"].values())]
+        body.append(cells)
+    return table(["server", "req/s via -p (min–max)", "p99 via -p", "req/s direct (min–max)", "p99 direct",
+                  "direct ×slim 1 worker", "errors"], body)
+
+
+def memory_table(rows: dict) -> str:
+    body = []
+    for r in rows.values():
+        procs = r["idle_processes"]
+        rss = ", ".join(mib(p["rss_kib"]) for p in sorted(procs, key=lambda p: p["pid"]))
+        pss = ", ".join(mib(p["pss_kib"]) if p["pss_kib"] is not None else "–"
+                        for p in sorted(procs, key=lambda p: p["pid"]))
+        body.append([r["label"], r["process_count"], rss, mib(r["idle_rss_total_kib"]), pss,
+                     mib(r["idle_pss_total_kib"])])
+    return table(["server", "processes", "RSS each (by pid)", "RSS total", "PSS each", "PSS total"], body)
+
+
+def socket_table(study: dict) -> str:
+    body = []
+    for mode, m in study["modes"].items():
+        body.append([
+            "shared socket, bound before fork" if mode == "shared" else "SO_REUSEPORT, one socket per worker",
+            f"{m['requests_per_second']['median']:,.0f} ({m['requests_per_second']['min']:,.0f}–"
+            f"{m['requests_per_second']['max']:,.0f})", f"{m['p99_seconds'] * 1000:.2f} ms", m["socket_errors"],
+            m["kill_run_failures"], "yes" if m["worker_restarted"] else "**no**",
+            "**yes**" if m["second_instance_on_the_port_started"] else "no (exit 1)"])
+    return table(["listening socket", "req/s (min–max)", "p99", "socket errors", "failed requests, worker "
+                  "killed mid-run", "worker restarted", "a 2nd instance on the same port starts"], body)
+
+
+def one_worker_stop(s: dict) -> str:
+    one = s.get("idle_one_worker")  # absent from runs made before it was measured
+    return f"{one['median']:.2f} s" if one else "–"
+
+
+def stop_table(stops: dict) -> str:
+    body = [[f"`{image}`", f"{s['idle']['median']:.2f} s (max {s['idle']['max']:.2f} s)",
+             ", ".join(map(str, s["idle"]["exit_codes"])), one_worker_stop(s),
+             f"{s['under_load']['stop_seconds']:.2f} s",
+             s["under_load"]["exit_code"], f"{s['under_load']['answered_by_server']:,}",
+             f"{s['under_load']['received_by_client']:,}", s["under_load"]["lost"],
+             s["under_load"]["client_socket_errors"]] for image, s in stops.items()]
+    return table(["image", "docker stop, idle (median)", "exit codes", "same, 1 worker", "docker stop under load",
+                  "exit code",
+                  "answered by server", "received by client", "lost", "client socket errors"], body)
+
+
+def markdown(results: dict) -> str:
+    cpus, plan, sockets = results["cpus"], results["plan"], results["socket_modes"]
+    targets = table(["target", "measured", "met"],
+                    [[t["target"], t["measured"], "yes" if t["met"] else "**no**"] for t in results["targets"]])
+    verdict = ("**Guarantees broken:**\n\n" + "\n".join(f"- {f}" for f in results["failures"])
+               if results["failures"] else "Every guarantee held: each stop exited 0, no answered request lost.")
+    quota = cpus["container_cpu_quota"]
+    load = results.get("load_average")
+    load_line = (f"Load average (1 min) at the start and end of the run: {load['start']:.1f} and {load['end']:.1f}."
+                 if load else "")
+    return f"""# Workers: APP_WORKERS, and waitress against gunicorn and granian
+
+{results['date']}, {results['mode']} mode (`{results['command']}`). Host: {cpus['host_cpus']} CPUs,
+affinity {cpus['host_affinity']}. In a container run without `--cpus`: {cpus['container_cpus_allowed']} CPU(s)
+allowed, cgroup quota {'none' if quota is None else quota}, so `APP_WORKERS=auto` is
+{cpus['container_auto_workers']}. wrk and the servers share these CPUs (and, on the machine that made the
+committed run, other people's work): compare rows of one run, not runs. {load_line}
+
+{verdict}
+
+## Targets
+
+{targets}
+
+## Listening socket: shared or SO_REUSEPORT
+
+2 workers as host processes on loopback (`python -m bench.socket_mode shared|reuseport`),
+`wrk -c{sockets['connections']} -d{sockets['seconds']}s`, {sockets['runs']} alternating runs each; then a run in
+which one worker is killed (`kill -9`) halfway; then a second service started on the same port while the first serves.
+
+{socket_table(sockets)}
+
+## Throughput
+
+`wrk --latency -t2 -c{plan['connections']} -d{plan['seconds']}s --timeout 5s`, {plan['runs']} runs per route after a
+1 s warm-up, the two routes alternating in one container: *via -p* is `127.0.0.1:PORT` through Docker's
+port mapping; *direct* is the container's bridge address, port 5000. p99 from the median run. All servers
+write an access line per request (gunicorn `--access-logfile -`, granian `--access-log`); gunicorn and
+granian run from `bench/reference/` (same slim base, same `service.app:create_app`).
+
+{throughput_table(results['throughput'])}
+
+## Memory, idle
+
+Each process of the container after 20 requests and 2 s (`docker exec ... python3 -c ...`, reading
+`/proc/*/status` and `/proc/*/smaps_rollup`). RSS counts the pages forked workers share with their
+supervisor in every process; PSS divides them, so PSS total is what the container really holds.
+
+{memory_table(results['throughput'])}
+
+## Stopping 2 workers
+
+`APP_WORKERS=2`: `docker stop` of an idle container ({plan['stop_runs']} runs; *same, 1 worker*: APP_WORKERS=1
+in the same rounds, when measured), and 3 s into an 8 s
+`wrk -c{STOP_CONNECTIONS}` run (*lost*: access-log lines minus responses wrk completed).
+
+{stop_table(results['stop'])}
+
+Raw figures: [workers.json](workers.json).
+"""
+
+
+def write_all(results: dict, directory: Path) -> None:
+    (directory / "workers.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    (directory / "workers.md").write_text(markdown(results))
+
+
+def rerender(directory: Path) -> None:
+    """workers.md again from workers.json (targets judged again), when the directory holds one."""
+    if (directory / "workers.json").is_file():
+        results = json.loads((directory / "workers.json").read_text())
+        results["targets"], results["failures"] = evaluate_targets(results), failures(results)
+        write_all(results, directory)
+
+
+def check(directory: Path) -> list[str]:
+    """When a results directory holds workers.json: workers.md is what it renders to; guarantees held."""
+    if not (directory / "workers.json").is_file():
+        return []
+    results = json.loads((directory / "workers.json").read_text())
+    problems = [f"guarantee broken: {failure}" for failure in failures(results)]
+    if not (directory / "workers.md").is_file() or (directory / "workers.md").read_text() != markdown(results):
+        problems.append("workers.md is missing or not what workers.json renders to")
+    return problems
