@@ -13,6 +13,7 @@ Usage: python3 record.py OUTPUT FAIL_PATH MODULE [ARGUMENT...]. FAIL_PATH ("-" f
 the app's dispatch raises, so the trace also walks the 500 answer and its logged traceback.
 """
 
+import os
 import sys
 
 OPENED: list[str] = []
@@ -53,9 +54,27 @@ def used_files() -> list[str]:
     return lines
 
 
+def write_record(output: str, lines: list[str]) -> None:
+    with open(output, "w") as record:
+        record.write("\n".join(lines) + "\n")
+
+
+def record_forked_children(output: str) -> None:
+    """APP_WORKERS forks workers that leave with os._exit, past every finally: each writes its own record
+    (OUTPUT with its pid before .tsv) as it goes."""
+    real_exit = os._exit
+
+    def exit_recording(code: int) -> None:
+        write_record(output.removesuffix(".tsv") + f".{os.getpid()}.tsv", used_files())
+        real_exit(code)
+
+    os._exit = exit_recording
+
+
 def main() -> None:
     output, failing_path, module, *arguments = sys.argv[1:]
     sys.addaudithook(remember_opens)
+    record_forked_children(output)
     if failing_path != "-":
         fail_on(failing_path)
     import runpy
@@ -68,9 +87,7 @@ def main() -> None:
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     finally:
-        lines = [*used_files(), f"module\t{main_spec.name}\t{main_spec.origin}"]
-        with open(output, "w") as record:
-            record.write("\n".join(lines) + "\n")
+        write_record(output, [*used_files(), f"module\t{main_spec.name}\t{main_spec.origin}"])
 
 
 if __name__ == "__main__":
