@@ -68,7 +68,7 @@ def run(argv: list[str]) -> int:
     make = commands.add_parser("bases", help="make both base images from Debian trixie packages (no registry)")
     make.add_argument("--rebuild", action="store_true", help="make them again even if they exist")
     add_bases_option(commands.add_parser("images", help="build hello-api:slim, :distroless, :micro and :lb (HAProxy)"))
-    abuse = commands.add_parser("reliability", help="soak and stop-under-load runs of both images (minutes)")
+    abuse = commands.add_parser("reliability", help="soak, stop under load, hostile clients (minutes)")
     add_bases_option(abuse)
     abuse.add_argument("--quick", action="store_true", help="a 20 s soak instead of 60 s")
     abuse.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default {DEFAULT_OUTPUT}")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The tests: prepare the machine, build both images (registry bases, or local ones when no registry
+# The tests: prepare the machine, build every image (registry bases, or local ones when no registry
 # answers), then run the whole suite. Extra arguments go to pytest.
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 $PY -m bench images

@@ -81,7 +81,7 @@ class Variable(NamedTuple):
 # The README's configuration table and `python -m service --help` both mirror this one.
 VARIABLES: dict[str, Variable] = {
     "APP_ENV": Variable("environment", environment_name, "1-64 of A-Z a-z 0-9 . _ -, a letter or digit first",
-                        "echoed as 'environment' in every answer"),
+                        "echoed as 'environment' in every successful answer"),
     "APP_PORT": Variable("port", whole_number(1, 65535), "1-65535", "TCP port"),
     "APP_HOST": Variable("host", listen_host, "'*' or an IP address",
                          "'*': 0.0.0.0, plus [::] where the host has IPv6"),

@@ -96,10 +96,10 @@ def refusal_for(error: Error) -> Refusal:
     detail = str(error.body).rstrip(".")
     if error.code == 413:
         return Refusal(413, "Content Too Large", "body_too_large",
-                       f"The request body is over {MAX_BODY_BYTES} bytes; no endpoint takes a body: send none.")
+                       f"The request body is {MAX_BODY_BYTES} bytes or more; no endpoint takes a body: send none.")
     if error.code == 431:
         return Refusal(431, "Request Header Fields Too Large", "headers_too_large",
-                       f"The request line and headers are over {MAX_HEADER_BYTES} bytes; send fewer or smaller "
+                       f"The request line and headers are {MAX_HEADER_BYTES} bytes or more; send fewer or smaller "
                        "headers.")
     if error.code == 501:
         return transfer_encoding_not_supported()
