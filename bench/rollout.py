@@ -166,6 +166,7 @@ def swarm_mode() -> Iterator[None]:
     if state not in ("inactive", "active"):
         raise RuntimeError(f"the engine's swarm state is {state!r}: expected inactive or active")
     created = state == "inactive"
+    bridge_existed = network_exists(SWARM_BRIDGE)
     if created:
         docker("swarm", "init", "--advertise-addr", "127.0.0.1")
     try:
@@ -173,6 +174,15 @@ def swarm_mode() -> Iterator[None]:
     finally:
         if created:
             docker("swarm", "leave", "--force", check=False)
+            if not bridge_existed:  # swarm init made it, and leaving swarm mode keeps it
+                docker("network", "rm", SWARM_BRIDGE, check=False)
+
+
+SWARM_BRIDGE = "docker_gwbridge"
+
+
+def network_exists(name: str) -> bool:
+    return docker("network", "inspect", name, check=False, quiet=True).returncode == 0
 
 
 @contextmanager
