@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from bench import report
+from bench import report, workers
 from bench.images import VARIANTS, naive_order
 from bench.measure import KINDS, kind_of, parse_wrk, step_counts, summary
 
@@ -147,14 +147,16 @@ def test_a_written_report_passes_the_check_and_a_tampered_one_fails(tmp_path):
     assert any("chart.svg" in problem for problem in report.check(tmp_path))
 
 
-def test_the_committed_results_render_and_pass_the_check():
+@pytest.mark.parametrize(("results_file", "check"), [("results.json", report.check),
+                                                      ("workers.json", workers.check)])
+def test_the_committed_full_runs_render_and_pass_the_check(results_file, check):
     from conftest import ROOT
 
-    committed = sorted(p.parent for p in (ROOT / "bench" / "results").glob("*/results.json"))
-    assert committed, "no committed bench run under bench/results/"
+    committed = sorted(p.parent for p in (ROOT / "bench" / "results").glob(f"*/{results_file}"))
+    assert committed, f"no committed run with {results_file} under bench/results/"
     for directory in committed:
-        assert report.check(directory) == [], directory
-        assert json.loads((directory / "results.json").read_text())["mode"] == "full"
+        assert check(directory) == [], directory
+        assert json.loads((directory / results_file).read_text())["mode"] == "full"
 
 
 def synthetic_reliability(**stop: int) -> dict:
