@@ -1,7 +1,6 @@
 """`python -m bench workers` without Docker: its targets, guarantees, report and check, on synthetic data;
 the committed runs are checked in test_bench.py."""
 
-
 from bench import workers
 from bench.measure import summary
 
