@@ -3,12 +3,13 @@ and silent clients, pipelining, and the access log's bounds. Every case here was
 waitress 3.0.2 on its own (see service/transport.py); these tests fail if an upgrade changes that."""
 
 import re
-import resource
 import socket
 import time
 
 import pytest
 from raw_http import connect, exchange, read_until_closed, request
+
+from bench.reliability import allow_open_files
 
 SMUGGLED = b"GET /hello/SMUGGLED HTTP/1.1\r\nHost: test\r\n\r\n"
 CLOSE = "Connection: close"
@@ -256,18 +257,12 @@ def test_app_channel_timeout_closes_an_idle_keep_alive_connection(start_service)
     assert time.monotonic() - started < 4.5
 
 
-def raise_open_files(wanted: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
-
-
 def test_a_fresh_client_is_answered_while_1000_silent_and_50_dripping_sockets_are_open(start_service):
     """At the connection limit, the connections that waited longest make room. With a receive timeout of a
     minute, a client that had to wait for it would take 60 s; how fast it really is, is the bench's job
     (`python -m bench reliability`, "Hostile clients")."""
     server = start_service({"APP_RECEIVE_TIMEOUT": "60"})
-    raise_open_files(4096)
+    allow_open_files(4096)
     held = []
     try:
         for _ in range(1000):
@@ -301,7 +296,7 @@ def test_at_the_connection_limit_the_longest_waiting_connection_is_closed_first(
 # ---- 6. pipelining: one connection's backlog does not starve the others -----------------------------
 
 def test_clients_pipelining_hundreds_of_requests_each_leave_others_served(server):
-    raise_open_files(4096)
+    allow_open_files(4096)
     hogs = [connect(address(server)) for _ in range(20)]
     try:
         for hog in hogs:
@@ -417,7 +412,7 @@ def test_at_most_4_requests_per_connection_are_parsed_ahead_and_the_rest_waits_i
 
 def test_a_connection_limit_beyond_1024_descriptors_serves_them_all(start_service):
     """select() cannot watch a descriptor numbered 1024 or more: above that the event loop must be poll()."""
-    raise_open_files(4096)
+    allow_open_files(4096)
     running = start_service({"APP_CONNECTION_LIMIT": "1500"})
     held = []
     try:

@@ -6,7 +6,6 @@ lockout and pipelining latencies) are `python -m bench reliability`.
 """
 
 import os
-import resource
 import signal
 import socket
 import ssl
@@ -20,6 +19,7 @@ from test_config import INVALID
 
 from bench.docker import docker
 from bench.images import VARIANTS
+from bench.reliability import allow_open_files
 
 pytestmark = pytest.mark.docker
 FRESH_CLIENT_SECONDS = 5.0
@@ -100,9 +100,7 @@ def test_a_smuggled_request_behind_ambiguous_framing_is_never_answered(image, ru
 
 def test_1000_silent_and_50_dripping_sockets_do_not_lock_out_a_fresh_client(image, run_container):
     _, url = run_container(image, env={"APP_RECEIVE_TIMEOUT": "60"})  # so only the eviction can help
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < 4096:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    allow_open_files(4096)
     held = []
     try:
         for _ in range(1000):
