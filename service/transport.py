@@ -223,14 +223,28 @@ class LoggedTask:
         return self.request.command, self.request.request_uri
 
 
-class HardenedWSGITask(LoggedTask, WSGITask):
+class OneSendHeader:
+    """waitress sends an answer's header and its body with a send() each: two syscalls, and two packets under
+    TCP_NODELAY. The header is held back here and goes out with the first body bytes (or alone, at the end)."""
+
+    def write(self, data: bytes) -> None:
+        if self.wrote_header:
+            return super().write(data)
+        self.channel.hold_next_write = True
+        try:
+            super().write(data)
+        finally:
+            self.channel.release_held_write()
+
+
+class HardenedWSGITask(LoggedTask, OneSendHeader, WSGITask):
     def get_environment(self) -> dict:
         environ = super().get_environment()
         environ["PATH_INFO"] = self.request.path  # as sent: waitress would turn //health into /health
         return environ
 
 
-class JSONErrorTask(LoggedTask, ErrorTask):
+class JSONErrorTask(LoggedTask, OneSendHeader, ErrorTask):
     def __init__(self, channel: HTTPChannel, request: HTTPRequestParser) -> None:
         super().__init__(channel, request)
         self.version = "1.1"  # waitress answers a 431 as HTTP/1.0, having given up on the request line
@@ -261,6 +275,8 @@ class HardenedChannel(HTTPChannel):
     error_task_class = JSONErrorTask
     linger_before_close = False
     lingering_until: float | None = None
+    hold_next_write = False  # set by OneSendHeader: the next write is the header, to go out with the body
+    held_write = b""
 
     def __init__(self, server: "HardenedServer", sock: socket.socket, addr: tuple, adj: Adjustments,
                  map: dict | None = None) -> None:
@@ -312,6 +328,20 @@ class HardenedChannel(HTTPChannel):
                 return b""  # the connection closes after the error answer: the rest is never parsed
         return data[consumed:]
 
+    # Writing (from a task's thread): a held header goes out with the next write, in one send.
+    def write_soon(self, data: bytes) -> int:
+        if self.hold_next_write:
+            self.hold_next_write, self.held_write = False, data
+            return len(data)
+        if self.held_write and isinstance(data, bytes):
+            data, self.held_write = self.held_write + data, b""
+        return self.release_held_write() + super().write_soon(data)
+
+    def release_held_write(self) -> int:
+        self.hold_next_write = False
+        held, self.held_write = self.held_write, b""
+        return super().write_soon(held) if held else 0
+
     def parse_ahead_ready(self) -> bool:
         return bool(self.unparsed) and not self.requests and not self.will_close and not self.close_when_flushed
 
@@ -323,7 +353,15 @@ class HardenedChannel(HTTPChannel):
     def writable(self) -> bool:
         if self.lingering_until is not None:
             return False
+        if self.requests and self.total_outbufs_len and not self.task_needs_flushing():
+            return False
         return bool(super().writable() or self.parse_ahead_ready())
+
+    def task_needs_flushing(self) -> bool:
+        if not self.outbuf_lock.acquire(False):
+            return False
+        self.outbuf_lock.release()
+        return True
 
     def handle_write(self) -> None:
         super().handle_write()
