@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import bases, guarantees, images, reliability, report, rollout, study, workers
+from . import bases, guarantees, images, latency, reliability, report, rollout, study, workers
 from .docker import DockerError
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest"
@@ -35,7 +35,7 @@ def has_rollout(directory: Path) -> bool:
 def has_study(directory: Path) -> bool:
     """The image study's results, or nothing else either: then report.check says what is missing."""
     return (directory / "results.json").is_file() or not (
-        has_rollout(directory) or (directory / "workers.json").is_file())
+        has_rollout(directory) or (directory / "workers.json").is_file() or (directory / "latency.json").is_file())
 
 
 def guarantees_broken(directory: Path) -> list[str]:
@@ -77,6 +77,11 @@ def run(argv: list[str]) -> int:
     add_bases_option(roll)
     roll.add_argument("--quick", action="store_true", help="2 replicas and one update per image instead of 3 and 3")
     roll.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default {DEFAULT_OUTPUT}")
+    fixed = commands.add_parser("latency", help="latency at fixed request rates (open loop): every image, seed, "
+                                                "gunicorn, granian (minutes)")
+    add_bases_option(fixed)
+    fixed.add_argument("--quick", action="store_true", help="one 3 s round per rate instead of two of 10 s")
+    fixed.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default {DEFAULT_OUTPUT}")
     many = commands.add_parser("workers", help="APP_WORKERS=1 vs auto, and gunicorn and granian (minutes)")
     add_bases_option(many)
     many.add_argument("--quick", action="store_true", help="shorter, fewer runs (about 4 minutes; for CI)")
@@ -114,6 +119,10 @@ def run(argv: list[str]) -> int:
         for failure in broken:
             print(f"bench rollout: guarantee broken: {failure}", file=sys.stderr)
         return 1 if broken else 0
+    elif options.command == "latency":
+        latency.run_latency(images.choose_offline(options.bases), options.quick, options.output)
+        if (options.output / "results.json").is_file():
+            study.rerender(options.output)  # so report.md links the latency results beside it
     elif options.command == "workers":
         results = workers.run_workers(images.choose_offline(options.bases), options.quick, options.output)
         for failure in results["failures"]:
@@ -125,11 +134,13 @@ def run(argv: list[str]) -> int:
         if has_rollout(options.directory):
             rollout.render(options.directory)
         workers.rerender(options.directory)
+        latency.rerender(options.directory)
     elif options.command == "check":
         problems = report.check(options.directory) if has_study(options.directory) else []
         if has_rollout(options.directory):
             problems += rollout.check(options.directory)
         problems += guarantees_broken(options.directory) + workers.check(options.directory)
+        problems += latency.check(options.directory)
         for problem in problems:
             print(f"bench check: {problem}", file=sys.stderr)
         if problems:

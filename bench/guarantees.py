@@ -5,12 +5,14 @@ they depend on the machine. These do not: a lost request, a container that has t
 error or a non-2xx answer under steady load, a client locked out by hostile ones.
 """
 
+from . import overhead
 from .images import PROJECT_IMAGES
 
 
 def study_failures(results: dict) -> list[str]:
-    """From results.json: every project image stopped by itself (exit 0) in every run."""
-    problems = []
+    """From results.json: every project image stopped by itself (exit 0) in every run, and the service
+    served at least overhead.FLOOR of what plain waitress served beside it."""
+    problems = overhead.failures(results.get("hardening_cost"))
     for name, variant in results.get("variants", {}).items():
         if name not in PROJECT_IMAGES:
             continue

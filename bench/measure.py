@@ -198,8 +198,8 @@ def running(tag: str, *args: str):
         docker("rm", "-f", name, check=False, quiet=True)
 
 
-def get_status(port: int, path: str = "/health", timeout: float = 0.2) -> int | None:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def get_status(port: int, path: str = "/health", timeout: float = 0.2, host: str = "127.0.0.1") -> int | None:
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         connection.request("GET", path)
         return connection.getresponse().status
@@ -210,10 +210,15 @@ def get_status(port: int, path: str = "/health", timeout: float = 0.2) -> int | 
 
 
 def becomes_healthy(port: int, deadline_seconds: float = 30.0) -> bool:
+    """Whether /health on a loopback port answers 200 within the deadline, polled every 5 ms."""
+    return becomes_healthy_at("127.0.0.1", port, deadline_seconds)
+
+
+def becomes_healthy_at(host: str, port: int, deadline_seconds: float = 30.0) -> bool:
     """Whether /health answers 200 within the deadline, polled every 5 ms with short timeouts."""
     started = time.perf_counter()
     while time.perf_counter() - started < deadline_seconds:
-        if get_status(port) == 200:
+        if get_status(port, host=host) == 200:
             return True
         time.sleep(0.005)
     return False

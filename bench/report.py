@@ -4,6 +4,8 @@ import json
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+from . import noise, overhead
+
 BASELINE = "seed"
 
 
@@ -57,6 +59,30 @@ def micro_targets(v: dict) -> list[dict]:
     ]
 
 
+HARDENING_MIN_RATIO = 0.95  # the service's throughput against plain waitress's, same app and threads
+HARDENING_MAX_P99_RATIO = 1.1
+FRONTIER = {"loopback, 1 thread": 1.5, "loopback, 8 threads": 1.2}  # beyond matching waitress: beating it
+LIKE_FOR_LIKE = ("loopback, 8 threads", "slim, straight to the container")
+
+
+def hardening_targets(cost: dict) -> list[dict]:
+    """The service against plain waitress in the same run (runs from issue 16 on)."""
+    targets = []
+    for name in (n for n in LIKE_FOR_LIKE if n in cost):
+        route = cost[name]
+        ratio, p99 = route["ratio"]["median"], route["p99_ratio"]["median"]
+        targets.append({"target": f"hardening cost, {name}: ≥ {HARDENING_MIN_RATIO}× plain waitress's throughput, "
+                                  f"p99 ≤ {HARDENING_MAX_P99_RATIO}× its p99",
+                        "measured": f"{ratio:.2f}× throughput, {p99:.2f}× p99",
+                        "met": ratio >= HARDENING_MIN_RATIO and p99 <= HARDENING_MAX_P99_RATIO})
+    for name, wanted in FRONTIER.items():
+        if name in cost:
+            ratio = cost[name]["ratio"]["median"]
+            targets.append({"target": f"beyond waitress, {name}: ≥ {wanted}× plain waitress's throughput",
+                            "measured": f"{ratio:.2f}×", "met": ratio >= wanted})
+    return targets
+
+
 def evaluate_targets(results: dict) -> list[dict]:
     """The issues' targets, each with the measured value and whether it was met."""
     v = results["variants"]
@@ -68,6 +94,7 @@ def evaluate_targets(results: dict) -> list[dict]:
     }]
     if "micro" in v:
         targets += micro_targets(v)
+    targets += hardening_targets(results.get("hardening_cost", {}))
     for name in (n for n in STARTUP_CEILING if n in v):
         mine = v[name]
         startup, ceiling = mine["startup"]["median"], STARTUP_CEILING[name]
@@ -89,6 +116,10 @@ def evaluate_targets(results: dict) -> list[dict]:
              "met": load["requests_per_second"]["median"] >= 4 * seed_load["requests_per_second"]["median"]},
             {"target": f"{name}: p99 ≤ 15 ms at {load['connections']} connections",
              "measured": ms(load["p99_seconds"]), "met": load["p99_seconds"] <= 0.015},
+            {"target": f"{name}: p99 at {load['connections']} connections ≤ 0.5× seed's",
+             "measured": f"{ratio(load['p99_seconds'], seed_load['p99_seconds'])} "
+                         f"({ms(load['p99_seconds'])} vs {ms(seed_load['p99_seconds'])})",
+             "met": load["p99_seconds"] <= 0.5 * seed_load["p99_seconds"]},
             {"target": f"{name}: idle RSS ≤ 10 MiB",
              "measured": f"{load['rss_idle_kib'] / 1024:.1f} MiB", "met": load["rss_idle_kib"] <= 10 * 1024},
             {"target": f"{name}: code-only rebuild re-runs no dependency step, ≤ 15% of the cold build",
@@ -201,11 +232,31 @@ def throughput_table(v: dict) -> str:
                   "socket errors"], rows)
 
 
-def markdown(results: dict, has_reliability: bool = False) -> str:
+def hardening_section(results: dict) -> str:
+    """The control: the service against plain waitress, same app, same threads (runs from issue 16 on)."""
+    cost = results.get("hardening_cost")
+    if not cost:
+        return ""
+    rows = [[name, *overhead.row_cells(route)] for name, route in cost.items()]
+    return f"""## What the hardening costs
+
+The control: `python -m service` against plain waitress serving the same `service.app.create_app` with the
+same threads (`{overhead.plain_waitress_code("ADDRESS", overhead.THREADS)}`), both running at once, neither
+writing an access log. {overhead.statistics_note(cost)}
+
+{table(["route", "service req/s", "plain waitress req/s", "service ÷ plain", "p99 service / plain",
+        "p99 ÷ plain"], rows)}
+
+"""
+
+
+def markdown(results: dict, has_reliability: bool = False, has_latency: bool = False) -> str:
     v, m, plan = results["variants"], results["machine"], results["plan"]
     reliability_link = ("Load, faults and hostile clients: [reliability.md](reliability.md) "
                         "(`python -m bench reliability`).\n\n" if has_reliability else "")
     load = next(iter(v.values()))["load"]
+    latency_link = ("Open-loop latency at fixed rates: [latency.md](latency.md) (`python -m bench latency`).\n\n"
+                    if has_latency else "")
     targets = table(["target", "measured", "met"],
                     [[t["target"], t["measured"], "yes" if t["met"] else "**no**"] for t in results["targets"]])
     variants = table(["variant", "what it is"], [[f"`{n}`", x["note"]] for n, x in v.items()])
@@ -214,6 +265,7 @@ def markdown(results: dict, has_reliability: bool = False) -> str:
 
 {m['date']}, {results['mode']} mode. {m['cpus']} CPUs, {m['platform']}, Docker {m['docker_server']}.
 Bases: {m['bases']}. Every ratio is to `seed`, measured in the same run.
+{noise.describe(results.get("noise"))}
 
 {variants}
 
@@ -272,7 +324,8 @@ wrk and the server share the machine's {m['cpus']} CPUs.
 
 {throughput_table(v)}
 
-{reliability_link}Raw figures: [results.json](results.json). Re-render: `python -m bench report DIR`.
+{hardening_section(results)}{reliability_link}{latency_link}Raw figures: [results.json](results.json). \
+Re-render: `python -m bench report DIR`.
 """
 
 
@@ -323,9 +376,14 @@ def svg_chart(results: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
+def rendered(results: dict, directory: Path) -> str:
+    """report.md for `results`, linking the other studies' reports that `directory` holds."""
+    return markdown(results, (directory / "reliability.json").is_file(), (directory / "latency.json").is_file())
+
+
 def write_all(results: dict, directory: Path) -> None:
     (directory / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    (directory / "report.md").write_text(markdown(results, (directory / "reliability.json").is_file()))
+    (directory / "report.md").write_text(rendered(results, directory))
     (directory / "chart.svg").write_text(svg_chart(results))
 
 
@@ -338,7 +396,7 @@ def check(directory: Path) -> list[str]:
     if problems:
         return problems
     results = json.loads((directory / "results.json").read_text())
-    if markdown(results, (directory / "reliability.json").is_file()) != (directory / "report.md").read_text():
+    if rendered(results, directory) != (directory / "report.md").read_text():
         problems.append("report.md is not what results.json renders to: run python -m bench report DIR")
     text = (directory / "report.md").read_text()
     for heading in ("## Targets", "## Size", "## Build cache", "## Start-up", "## Stop", "## Memory", "## Throughput"):
@@ -347,8 +405,8 @@ def check(directory: Path) -> list[str]:
     if (directory / "reliability.json").is_file():
         from .reliability import markdown as reliability_markdown
 
-        rendered = reliability_markdown(json.loads((directory / "reliability.json").read_text()))
-        if not (directory / "reliability.md").is_file() or (directory / "reliability.md").read_text() != rendered:
+        expected = reliability_markdown(json.loads((directory / "reliability.json").read_text()))
+        if not (directory / "reliability.md").is_file() or (directory / "reliability.md").read_text() != expected:
             problems.append("reliability.md is missing or not what reliability.json renders to")
     try:
         root = ElementTree.fromstring((directory / "chart.svg").read_text())

@@ -7,9 +7,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import measure, reliability, report
+from . import measure, overhead, reliability, report
 from .docker import progress
 from .images import VARIANTS, build
+from .noise import Quietness
 
 ORDER = ("seed", "naive", "slim", "distroless", "micro")
 PHASED = ("slim", "distroless", "micro")  # the images whose service logs the moment it listens
@@ -29,13 +30,15 @@ class Plan:
     stop_runs: int
     load_seconds: int
     load_runs: int
+    control_rounds: int  # alternating rounds of the service against plain waitress, per route
+    control_seconds: int
     connections: int = 16
 
     @classmethod
     def for_mode(cls, quick: bool, runs: int | None) -> "Plan":
         if quick:
-            return cls(True, runs or 5, 1, 3, 2)
-        return cls(False, runs or 15, 3, 10, 3)
+            return cls(True, runs or 5, 1, 3, 2, 3, 2)
+        return cls(False, runs or 15, 3, 10, 3, 5, 5)
 
 
 def machine(offline: bool) -> dict:
@@ -56,6 +59,7 @@ def run_study(offline: bool, plan: Plan, output: Path, label: str) -> dict:
     results = {"label": label, "mode": "quick" if plan.quick else "full", "plan": plan.__dict__,
                "machine": machine(offline), "variants": {}}
     variants = {name: VARIANTS[name] for name in ORDER}
+    quietness = Quietness()
     for name, variant in variants.items():
         progress(f"building {variant.tag} ({variant.note})")
         build(variant, offline)
@@ -66,8 +70,9 @@ def run_study(offline: bool, plan: Plan, output: Path, label: str) -> dict:
     for name, variant in variants.items():
         progress(f"size study: {name}")
         results["variants"][name]["size"] = measure.size_study(variant)
-    startup = measure.startup_study({n: v.tag for n, v in variants.items()}, VARIANTS["distroless"].tag,
-                                    plan.startup_runs)
+    with quietness.around("start-up"):
+        startup = measure.startup_study({n: v.tag for n, v in variants.items()}, VARIANTS["distroless"].tag,
+                                        plan.startup_runs)
     results["noop_startup"] = startup.pop(measure.NOOP)
     for name, values in startup.items():
         results["variants"][name]["startup"] = values
@@ -79,8 +84,12 @@ def run_study(offline: bool, plan: Plan, output: Path, label: str) -> dict:
         results["variants"][name]["stop"] = measure.stop_study(variant.tag, plan.stop_runs)
     for name, variant in variants.items():
         progress(f"load study: {name}")
-        results["variants"][name]["load"] = measure.load_study(variant.tag, plan.load_seconds, plan.connections,
-                                                               plan.load_runs)
+        with quietness.around(f"load: {name}"):
+            results["variants"][name]["load"] = measure.load_study(variant.tag, plan.load_seconds,
+                                                                   plan.connections, plan.load_runs)
+    results["hardening_cost"] = overhead.hardening_cost_study(VARIANTS["slim"].tag, plan.control_rounds,
+                                                              plan.control_seconds, quietness)
+    results["noise"] = quietness.summary()
     results["targets"] = report.evaluate_targets(results)
     report.write_all(results, output)
     progress(f"results in {output}/: results.json, report.md, chart.svg")

@@ -1,0 +1,192 @@
+"""`python -m bench latency`: latency at fixed request rates (open loop), every image and the reference servers.
+
+The seed's capacity is measured first, in the same run (wrk, as the throughput study does); then every
+target is loaded in turn at 25%, 50% and 75% of it by bench/openloop.py, which sends on schedule and
+records every latency, so a stall counts for every request it delays. All through the `-p` mapping, the
+route a user's client takes. Targets: gunicorn (gthread, 1 process x 8 threads) and granian (WSGI, 1
+worker) serve the same app from bench/reference/, one process each like the images.
+"""
+
+import json
+import statistics
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from . import images
+from .docker import progress
+from .images import VARIANTS
+from .measure import running, wrk
+from .noise import Quietness, describe
+from .openloop import open_loop
+from .report import table
+from .workers import REFERENCE
+
+SHARES = (0.25, 0.50, 0.75)  # of the seed's capacity
+PROJECT = ("slim", "distroless", "micro")
+TARGETS = {  # label -> (image variant, docker run options)
+    "seed": ("seed", []),
+    "slim": ("slim", []),
+    "distroless": ("distroless", []),
+    "micro": ("micro", []),
+    "gunicorn 1×8": ("reference", ["-eSERVER=gunicorn", "-eWORKERS=1", "-eTHREADS=8"]),
+    "granian 1": ("reference", ["-eSERVER=granian", "-eWORKERS=1", "-eTHREADS=8"]),
+}
+P99_SHARE_OF_SEED = 0.5
+
+
+def tag_of(variant: str) -> str:
+    return REFERENCE.tag if variant == "reference" else VARIANTS[variant].tag
+
+
+def plan_for(quick: bool) -> dict:
+    return {"quick": quick, "seconds": 3 if quick else 10, "rounds": 1 if quick else 2,
+            "capacity_seconds": 3 if quick else 5, "capacity_runs": 2 if quick else 3}
+
+
+def seed_capacity(port: int, plan: dict) -> float:
+    wrk(port, 1, 16)  # warm-up
+    runs = [wrk(port, plan["capacity_seconds"], 16)["requests_per_second"] for _ in range(plan["capacity_runs"])]
+    return statistics.median(runs)
+
+
+def run_latency(offline: bool, quick: bool, output: Path) -> dict:
+    plan = plan_for(quick)
+    for variant in ("seed", *PROJECT):
+        images.build(VARIANTS[variant], offline)
+    images.build(REFERENCE, offline)
+    quietness = Quietness()
+    samples: dict[str, dict[str, list[dict]]] = {label: {} for label in TARGETS}
+    with all_running() as ports:
+        with quietness.around("seed capacity"):
+            capacity = seed_capacity(ports["seed"], plan)
+        rates = [round(capacity * share) for share in SHARES]
+        progress(f"seed capacity {capacity:,.0f} req/s: open-loop rates {rates}")
+        for port in ports.values():
+            open_loop(port, rates[0], 1)  # warm-up: connections, bytecode, first answers
+        for number in range(plan["rounds"]):
+            for rate in rates:
+                order = list(TARGETS) if number % 2 == 0 else list(TARGETS)[::-1]
+                with quietness.around(f"round {number + 1}, {rate} req/s"):
+                    for label in order:
+                        result = open_loop(ports[label], rate, plan["seconds"])
+                        samples[label].setdefault(str(rate), []).append(result)
+                        progress(f"{label} at {rate} req/s: p50 {result['p50_seconds'] * 1000:.2f} ms, p99 "
+                                 f"{result['p99_seconds'] * 1000:.2f} ms, p99.9 {result['p999_seconds'] * 1000:.2f}"
+                                 f" ms, {result['errors']} errors")
+    results = {"plan": plan, "seed_capacity": capacity, "rates": rates, "shares": list(SHARES),
+               "targets": {label: {rate: condense(runs) for rate, runs in by_rate.items()}
+                           for label, by_rate in samples.items()},
+               "noise": quietness.summary()}
+    results["goals"] = evaluate_targets(results)
+    write_all(results, output)
+    progress(f"results in {output}/: latency.json, latency.md")
+    return results
+
+
+@contextmanager
+def all_running() -> Iterator[dict[str, int]]:
+    """Every target running at once (idle but for the load), each through its own -p port."""
+    with ExitStack() as stack:
+        yield {label: stack.enter_context(running(tag_of(variant), *options))[1]
+               for label, (variant, options) in TARGETS.items()}
+
+
+def condense(runs: list[dict]) -> dict:
+    """The run with the median p99 (its p50, p99, p99.9 together), the range of p99 over runs, totals."""
+    by_p99 = sorted(runs, key=lambda r: r["p99_seconds"])
+    middle = by_p99[(len(by_p99) - 1) // 2]
+    return {"p50_seconds": middle["p50_seconds"], "p99_seconds": middle["p99_seconds"],
+            "p999_seconds": middle["p999_seconds"], "p99_min_seconds": by_p99[0]["p99_seconds"],
+            "p99_max_seconds": by_p99[-1]["p99_seconds"], "runs": len(runs),
+            "sent": sum(r["sent"] for r in runs), "errors": sum(r["errors"] for r in runs),
+            "non_2xx": sum(r["non_2xx"] for r in runs),
+            "achieved_rate": statistics.median(r["achieved_rate"] for r in runs),
+            "send_lateness_p99_seconds": max(r["send_lateness_p99_seconds"] for r in runs)}
+
+
+def evaluate_targets(results: dict) -> list[dict]:
+    goals = []
+    t = results["targets"]
+    for rate in map(str, results["rates"]):
+        seed, gunicorn = t["seed"][rate]["p99_seconds"], t["gunicorn 1×8"][rate]["p99_seconds"]
+        for name in PROJECT:
+            mine = t[name][rate]["p99_seconds"]
+            goals.append({"target": f"{name} at {rate} req/s: p99 ≤ {P99_SHARE_OF_SEED}× seed's and ≤ gunicorn's",
+                          "measured": f"{mine * 1000:.2f} ms ({mine / seed:.2f}× seed's {seed * 1000:.2f} ms; "
+                                      f"gunicorn {gunicorn * 1000:.2f} ms)",
+                          "met": mine <= P99_SHARE_OF_SEED * seed and mine <= gunicorn})
+    return goals
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}"
+
+
+def latency_table(results: dict) -> str:
+    rows = []
+    for label, by_rate in results["targets"].items():
+        cells = [f"{ms(r['p50_seconds'])} / {ms(r['p99_seconds'])} / {ms(r['p999_seconds'])}"
+                 + (f" ({ms(r['p99_min_seconds'])}–{ms(r['p99_max_seconds'])})" if r["runs"] > 1 else "")
+                 + (f", **{r['errors'] + r['non_2xx']} failed**" if r["errors"] + r["non_2xx"] else "")
+                 for r in (by_rate[str(rate)] for rate in results["rates"])]
+        rows.append([f"`{label}`", *cells])
+    header = ["target", *(f"{rate} req/s ({share:.0%} of seed)" for rate, share in
+                          zip(results["rates"], results["shares"], strict=True))]
+    return table(header, rows)
+
+
+def markdown(results: dict) -> str:
+    plan = results["plan"]
+    goals = table(["target", "measured", "met"],
+                  [[g["target"], g["measured"], "yes" if g["met"] else "**no**"] for g in results["goals"]])
+    lateness = max(r["send_lateness_p99_seconds"] for by_rate in results["targets"].values()
+                   for r in by_rate.values())
+    return f"""# Latency at fixed request rates (open loop)
+
+{'Quick' if plan['quick'] else 'Full'} mode. {describe(results.get('noise'))}
+
+The seed's capacity, measured first in this run (`wrk -t2 -c16`, median of {plan['capacity_runs']} runs of
+{plan['capacity_seconds']} s through `-p`): **{results['seed_capacity']:,.0f} req/s**. Each target was then
+loaded at {', '.join(f'{s:.0%}' for s in results['shares'])} of it by `bench/openloop.py`: requests sent on a
+fixed schedule over up to 64 keep-alive connections, every latency recorded from the moment the request was
+dispatched (waiting for a free connection included), so a stall counts for every request it delays
+(wrk's closed loop hides it). {plan['rounds']} round(s) of {plan['seconds']} s per target and rate, targets
+in alternating order; all containers running at once, through the `-p` mapping. The generator's own sends
+were at most {lateness * 1000:.2f} ms late at the 99th percentile.
+
+p50 / p99 / p99.9 in ms{' (p99 range over rounds)' if plan['rounds'] > 1 else ''}:
+
+{latency_table(results)}
+
+## Targets
+
+{goals}
+
+`gunicorn 1×8`: gunicorn gthread, 1 process × 8 threads; `granian 1`: granian WSGI, 1 worker; both serve
+`service.app:create_app` from `bench/reference/` on the slim base. Raw figures: [latency.json](latency.json).
+"""
+
+
+def write_all(results: dict, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "latency.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    (directory / "latency.md").write_text(markdown(results))
+
+
+def rerender(directory: Path) -> None:
+    if (directory / "latency.json").is_file():
+        results = json.loads((directory / "latency.json").read_text())
+        results["goals"] = evaluate_targets(results)
+        write_all(results, directory)
+
+
+def check(directory: Path) -> list[str]:
+    if not (directory / "latency.json").is_file():
+        return []
+    results = json.loads((directory / "latency.json").read_text())
+    problems = [] if set(results["targets"]) == set(TARGETS) else [
+        f"latency.json measured {sorted(results['targets'])}, not every target {sorted(TARGETS)}"]
+    if not (directory / "latency.md").is_file() or (directory / "latency.md").read_text() != markdown(results):
+        problems.append("latency.md is missing or not what latency.json renders to: run python -m bench report DIR")
+    return problems

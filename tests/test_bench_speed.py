@@ -1,0 +1,179 @@
+"""The bench's speed instruments, without Docker: the open-loop generator, the noise record, the control."""
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from test_bench import synthetic_results
+
+from bench import latency, noise, overhead, report
+from bench.cli import main
+from bench.guarantees import study_failures
+from bench.openloop import open_loop, percentile
+
+
+class QuietHandler(WSGIRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the servers under study answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class ThreadingWSGIServer(WSGIServer):
+    daemon_threads = True
+
+    def process_request(self, request, client_address):
+        threading.Thread(target=self.process_request_thread, args=(request, client_address), daemon=True).start()
+
+    def process_request_thread(self, request, client_address):
+        try:
+            self.finish_request(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+
+@contextmanager
+def wsgi_server(stall_first_seconds: float = 0.0) -> Iterator[int]:
+    """A small keep-alive server answering JSON; its first answer can stall."""
+    stalled = threading.Event()
+
+    def app(environ, start_response):
+        if stall_first_seconds and not stalled.is_set():
+            stalled.set()
+            time.sleep(stall_first_seconds)
+        body = b'{"ok": true}'
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    server = make_server("127.0.0.1", 0, app, server_class=ThreadingWSGIServer, handler_class=QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_open_loop_generator_sends_every_scheduled_request_and_records_each_answer():
+    with wsgi_server() as port:
+        result = open_loop(port, rate=200, seconds=1)
+    assert result["sent"] == 200
+    assert result["ok"] == 200 and result["errors"] == 0 and result["non_2xx"] == 0
+    assert result["p50_seconds"] <= result["p99_seconds"] <= result["p999_seconds"] <= result["max_seconds"]
+
+
+def test_a_stall_counts_for_every_request_it_delays_not_once():
+    # One connection, 100 requests a second, the first answer stalls 0.5 s: the ~50 requests due meanwhile
+    # wait for the connection, and each of their latencies says so. A closed loop records one slow answer
+    # of 100, so its p99 (the 99th of 100 sorted) would be a fast one.
+    with wsgi_server(stall_first_seconds=0.5) as port:
+        result = open_loop(port, rate=100, seconds=1, connections=1)
+    assert result["ok"] == 100
+    assert result["p99_seconds"] > 0.3, result
+
+
+def test_percentiles_are_nearest_rank():
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.50) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile(values, 0.999) == 100.0
+    assert percentile([7.0], 0.99) == 7.0
+
+
+def test_the_noise_record_sees_a_busy_cpu():
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)  # let it reach the CPU
+        assert noise.background_cpus(0.5) > 0.5
+    finally:
+        burner.kill()
+        burner.wait()
+
+
+def test_a_run_with_a_busy_sample_is_marked_noisy_in_its_report():
+    quiet = noise.summarise([{"label": "before x", "load_average": 0.2, "background_cpus": 0.02}])
+    busy = noise.summarise([{"label": "before x", "load_average": 3.0, "background_cpus": 0.9},
+                            {"label": "after x", "load_average": 3.1, "background_cpus": 0.05}])
+    assert not quiet["noisy"] and "quiet" in noise.describe(quiet)
+    assert busy["noisy"] and "NOISY" in noise.describe(busy)
+    assert busy["max_background_cpus"] == 0.9
+
+
+def control(service_rps: list[float], plain_rps: list[float]) -> dict:
+    run = lambda rps: {"requests_per_second": rps, "p99_seconds": 0.01, "socket_errors": 0, "non_2xx": 0}  # noqa: E731
+    route = overhead.Route("loopback, 8 threads", 8, False)
+    return overhead.condense(route, {"service": [run(r) for r in service_rps], "plain": [run(r) for r in plain_rps]},
+                             seconds=5)
+
+
+def test_the_control_ratio_is_taken_round_by_round():
+    route = control([900.0, 1100.0, 1000.0], [1000.0, 1000.0, 500.0])
+    assert route["ratio"]["values"] == [0.9, 1.1, 2.0]
+    assert route["ratio"]["median"] == 1.1
+
+
+def test_a_hardening_cost_below_the_floor_breaks_a_guarantee_and_fails_bench_check(tmp_path):
+    results = synthetic_results()
+    results["hardening_cost"] = {"loopback, 8 threads": control([1000.0] * 3, [1000.0] * 3)}
+    results["targets"] = report.evaluate_targets(results)
+    report.write_all(results, tmp_path)
+    assert study_failures(results) == []
+    assert main(["check", str(tmp_path)]) == 0
+    results["hardening_cost"] = {"loopback, 8 threads": control([700.0] * 3, [1000.0] * 3)}
+    report.write_all(results, tmp_path)
+    assert study_failures(results) == [
+        "hardening cost, loopback, 8 threads: the service served 0.70× what plain waitress served in the same run "
+        "(floor 0.8×): a slowdown of the transport; profile it (py-spy record --threads --idle) against the "
+        "commit before"]
+    assert main(["check", str(tmp_path)]) == 1
+
+
+def test_the_hardening_targets_are_judged_from_the_same_run_ratio():
+    results = synthetic_results()
+    results["hardening_cost"] = {"loopback, 8 threads": control([1300.0] * 3, [1000.0] * 3),
+                                 "loopback, 1 thread": control([1400.0] * 3, [1000.0] * 3)}
+    targets = {t["target"]: t["met"] for t in report.evaluate_targets(results)}
+    assert targets["hardening cost, loopback, 8 threads: ≥ 0.95× plain waitress's throughput, p99 ≤ 1.1× its p99"]
+    assert targets["beyond waitress, loopback, 8 threads: ≥ 1.2× plain waitress's throughput"]
+    assert not targets["beyond waitress, loopback, 1 thread: ≥ 1.5× plain waitress's throughput"]
+    results["targets"] = report.evaluate_targets(results)
+    assert "## What the hardening costs" in report.markdown(results)
+
+
+def synthetic_latency() -> dict:
+    def at(p99: float) -> dict:
+        return {"p50_seconds": p99 / 4, "p99_seconds": p99, "p999_seconds": p99 * 2, "p99_min_seconds": p99,
+                "p99_max_seconds": p99, "runs": 1, "sent": 100, "errors": 0, "non_2xx": 0, "achieved_rate": 100,
+                "send_lateness_p99_seconds": 0.001}
+    p99 = {"seed": 0.040, "slim": 0.010, "distroless": 0.030, "micro": 0.005, "gunicorn 1×8": 0.020,
+           "granian 1": 0.004}
+    return {"plan": latency.plan_for(quick=True), "seed_capacity": 400.0, "rates": [100], "shares": [0.25],
+            "targets": {label: {"100": at(p99[label])} for label in latency.TARGETS},
+            "noise": noise.summarise([])}
+
+
+def test_the_latency_targets_compare_each_image_with_seed_and_gunicorn_at_the_same_rate():
+    goals = {g["target"]: g["met"] for g in latency.evaluate_targets(synthetic_latency())}
+    assert goals["slim at 100 req/s: p99 ≤ 0.5× seed's and ≤ gunicorn's"]  # 10 ms: under 20 and 40
+    assert not goals["distroless at 100 req/s: p99 ≤ 0.5× seed's and ≤ gunicorn's"]  # 30 ms: over half of 40
+    assert goals["micro at 100 req/s: p99 ≤ 0.5× seed's and ≤ gunicorn's"]
+
+
+def test_a_latency_report_renders_and_a_tampered_one_fails_the_check(tmp_path):
+    results = synthetic_latency()
+    results["goals"] = latency.evaluate_targets(results)
+    latency.write_all(results, tmp_path)
+    assert latency.check(tmp_path) == []
+    assert "| `slim` | 2.50 / 10.00 / 20.00 |" in (tmp_path / "latency.md").read_text()
+    (tmp_path / "latency.md").write_text("edited by hand")
+    assert latency.check(tmp_path)
+    del results["targets"]["granian 1"]
+    (tmp_path / "latency.json").write_text(json.dumps(results))
+    assert any("not every target" in p for p in latency.check(tmp_path))
+
