@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import bases, guarantees, images, latency, reliability, report, rollout, study, workers
+from . import bases, commits, guarantees, images, latency, reliability, report, rollout, study, workers
 from .docker import DockerError
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest"
@@ -86,6 +86,12 @@ def run(argv: list[str]) -> int:
     add_bases_option(many)
     many.add_argument("--quick", action="store_true", help="shorter, fewer runs (about 4 minutes; for CI)")
     many.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default {DEFAULT_OUTPUT}")
+    history = commands.add_parser("commits", help="the service at several commits side by side on loopback, "
+                                                  "with plain waitress as the control (a minute or two)")
+    history.add_argument("revisions", nargs="+", help="git revisions, e.g. 4324f7c HEAD")
+    history.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
+    history.add_argument("--seconds", type=int, default=5, help="seconds per wrk run (default 5)")
+    history.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default {DEFAULT_OUTPUT}")
     render = commands.add_parser("report", help="render the reports and charts again from their JSON")
     render.add_argument("directory", type=Path)
     verify = commands.add_parser("check", help="check that a results directory is complete and renders")
@@ -123,6 +129,8 @@ def run(argv: list[str]) -> int:
         latency.run_latency(images.choose_offline(options.bases), options.quick, options.output)
         if (options.output / "results.json").is_file():
             study.rerender(options.output)  # so report.md links the latency results beside it
+    elif options.command == "commits":
+        commits.run_commits(options.revisions, options.rounds, options.seconds, options.output)
     elif options.command == "workers":
         results = workers.run_workers(images.choose_offline(options.bases), options.quick, options.output)
         for failure in results["failures"]:

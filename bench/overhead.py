@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from .docker import ROOT, docker, progress
 from .measure import CONTAINER_PORT, becomes_healthy_at, free_port, summary, wrk
@@ -48,16 +49,17 @@ ROUTES = (Route("loopback, 8 threads", THREADS, False), Route("loopback, 1 threa
 
 
 @contextmanager
-def host_server(side: str, threads: int) -> Iterator[tuple[str, int]]:
+def host_server(side: str, threads: int, tree: Path = ROOT) -> Iterator[tuple[str, int]]:
+    """`side` "service" (`python -m service` from `tree`, the checkout by default) or "plain" (waitress)."""
     port = free_port()
     if side == "service":
         command = [sys.executable, "-m", "service"]
     else:
         command = [sys.executable, "-c", plain_waitress_code(f"127.0.0.1:{port}", threads)]
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "APP_HOST": "127.0.0.1", "APP_PORT": str(port),
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tree), "APP_HOST": "127.0.0.1", "APP_PORT": str(port),
            "APP_THREADS": str(threads), **QUIET}
     progress(f"$ {' '.join(command[:2])}{' ...' if side == 'plain' else ''} (port {port}, {threads} threads)")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         if not becomes_healthy_at("127.0.0.1", port):
             raise RuntimeError(f"the {side} server on port {port} never answered /health")

@@ -177,3 +177,12 @@ def test_a_latency_report_renders_and_a_tampered_one_fails_the_check(tmp_path):
     (tmp_path / "latency.json").write_text(json.dumps(results))
     assert any("not every target" in p for p in latency.check(tmp_path))
 
+
+
+def test_bench_commits_unpacks_a_revisions_service_and_names_a_bad_revision(tmp_path, capsys):
+    from bench.commits import source_tree
+
+    tree = source_tree("HEAD", tmp_path)
+    assert (tree / "service" / "transport.py").is_file()
+    assert main(["commits", "no-such-revision", "--rounds", "1", "--output", str(tmp_path / "out")]) == 1
+    assert "git archive no-such-revision service failed" in capsys.readouterr().err

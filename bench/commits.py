@@ -1,0 +1,88 @@
+"""`python -m bench commits REV...`: the service as it was at each commit, side by side in one run.
+
+When a figure moves between committed runs, this says whether the code moved it: each revision's
+`service/` is taken with `git archive` into a temporary tree and served on loopback as host processes
+(`python -m service`, APP_LOG_LEVEL=WARNING, the current interpreter and waitress), beside plain waitress
+serving today's app as the control; wrk loads them in alternating rounds, the order rotated each round.
+"""
+
+import json
+import subprocess
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+from .docker import ROOT, progress
+from .measure import summary, wrk
+from .noise import Quietness, describe
+from .overhead import CONNECTIONS, THREADS, host_server
+from .report import table
+
+CONTROL = "plain waitress"
+
+
+def source_tree(revision: str, into: Path) -> Path:
+    """`service/` as it was at `revision`, unpacked under `into`."""
+    tree = into / revision.replace("/", "_")
+    tree.mkdir()
+    archive = subprocess.run(["git", "archive", revision, "service"], cwd=ROOT, capture_output=True, check=False)
+    if archive.returncode != 0:
+        raise RuntimeError(f"git archive {revision} service failed: {archive.stderr.decode().strip()}; name a "
+                           "commit of this repository that has service/")
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return tree
+
+
+def described(revision: str) -> str:
+    return subprocess.run(["git", "log", "-1", "--format=%h %s", revision], cwd=ROOT, capture_output=True,
+                          text=True, check=True).stdout.strip()[:100]
+
+
+def run_commits(revisions: list[str], rounds: int, seconds: int, output: Path) -> dict:
+    quietness = Quietness()
+    samples: dict[str, list[dict]] = {label: [] for label in [*revisions, CONTROL]}
+    with tempfile.TemporaryDirectory(prefix="hello-api-commits-") as work, ExitStack() as stack:
+        targets = {rev: stack.enter_context(host_server("service", THREADS, source_tree(rev, Path(work))))
+                   for rev in revisions}
+        targets[CONTROL] = stack.enter_context(host_server("plain", THREADS))
+        for host, port in targets.values():
+            wrk(port, 1, CONNECTIONS, host=host)  # warm-up
+        with quietness.around("alternating rounds"):
+            for number in range(rounds):
+                order = list(targets) if number % 2 == 0 else list(targets)[::-1]
+                for label in order:
+                    host, port = targets[label]
+                    samples[label].append(wrk(port, seconds, CONNECTIONS, host=host))
+                progress(f"round {number + 1}/{rounds}: " + ", ".join(
+                    f"{label} {runs[-1]['requests_per_second']:,.0f}" for label, runs in samples.items()))
+    results = {"command": "python -m bench commits " + " ".join(revisions), "rounds": rounds, "seconds": seconds,
+               "threads": THREADS, "connections": CONNECTIONS,
+               "revisions": {rev: described(rev) for rev in revisions},
+               "servers": {label: {"requests_per_second": summary([r["requests_per_second"] for r in runs]),
+                                   "p99_seconds": summary([r["p99_seconds"] for r in runs])}
+                           for label, runs in samples.items()},
+               "noise": quietness.summary()}
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "commits.json").write_text(json.dumps(results, indent=2) + "\n")
+    (output / "commits.md").write_text(markdown(results))
+    progress(f"results in {output}/: commits.json, commits.md")
+    return results
+
+
+def markdown(results: dict) -> str:
+    control = results["servers"][CONTROL]["requests_per_second"]["median"]
+    rows = []
+    for label, server in results["servers"].items():
+        rps, p99 = server["requests_per_second"], server["p99_seconds"]
+        rows.append([f"`{label}`" if label != CONTROL else label, results["revisions"].get(label, "the control"),
+                     f"{rps['median']:,.0f} ({rps['min']:,.0f}–{rps['max']:,.0f})", f"{rps['median'] / control:.2f}×",
+                     f"{p99['median'] * 1000:.1f} ms ({p99['min'] * 1000:.1f}–{p99['max'] * 1000:.1f})"])
+    return f"""# The service at several commits, side by side
+
+`{results['command']}`: each revision's `service/` served on loopback (`python -m service`,
+APP_LOG_LEVEL=WARNING, {results['threads']} threads) beside plain waitress serving today's app; {results['rounds']}
+alternating rounds of `wrk --latency -t2 -c{results['connections']} -d{results['seconds']}s`, median (min–max).
+{describe(results.get('noise'))}
+
+{table(["server", "commit", "req/s", "× plain waitress", "p99"], rows)}
+"""
