@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import bases, guarantees, images, reliability, report, rollout, study, workers
+from . import bases, guarantees, images, reliability, report, rollout, study, verify, workers
 from .docker import DockerError
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest"
@@ -83,8 +83,13 @@ def run(argv: list[str]) -> int:
     many.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default {DEFAULT_OUTPUT}")
     render = commands.add_parser("report", help="render the reports and charts again from their JSON")
     render.add_argument("directory", type=Path)
-    verify = commands.add_parser("check", help="check that a results directory is complete and renders")
-    verify.add_argument("directory", type=Path)
+    complete = commands.add_parser("check", help="check that a results directory is complete and renders")
+    complete.add_argument("directory", type=Path)
+    rebuild = commands.add_parser("verify", help="check an image's SBOM against its files, then rebuild it from a "
+                                                 "clean builder (docker builder prune -af) and compare its layers")
+    rebuild.add_argument("image", help=f"a variant ({', '.join(images.PROJECT_IMAGES)}) or an image it built")
+    rebuild.add_argument("--no-rebuild", dest="rebuild", action="store_false", help="the SBOM check only")
+    add_bases_option(rebuild)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["study", *argv]
     options = parser.parse_args(argv)
@@ -93,7 +98,19 @@ def run(argv: list[str]) -> int:
         bases.make_bases(options.rebuild)
         print("build arguments for these bases: " + " ".join(bases.build_args()))
     elif options.command == "images":
-        images.build_images(images.choose_offline(options.bases))
+        offline = images.choose_offline(options.bases)
+        images.build_images(offline)
+        verify.write_records(offline)
+    elif options.command == "verify":
+        offline = images.choose_offline(options.bases) if options.rebuild else False
+        problems = verify.verify(options.image, offline, options.rebuild)
+        for problem in problems:
+            print(f"bench verify: {problem}", file=sys.stderr)
+        if problems:
+            print(f"bench verify: {options.image} does not verify ({len(problems)} problem(s) above)", file=sys.stderr)
+            return 1
+        print(f"bench verify: {options.image}: the SBOM accounts for its files"
+              + ("; a rebuild from a clean builder gave the same project layers" if options.rebuild else ""))
     elif options.command == "study":
         if options.runs is not None and options.runs < 3:
             parser.error("--runs must be at least 3: a median of fewer runs says little")
