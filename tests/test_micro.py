@@ -166,3 +166,12 @@ def test_the_trace_stops_the_build_when_it_recorded_nothing_or_missed_the_servic
                                         f"module\tjson\t{os.path.dirname(os.__file__)}/json/__init__.py\n")
     with pytest.raises(SystemExit, match="never saw the service package"):
         trace.kept_set(tmp_path)
+
+
+def test_a_forked_workers_record_is_named_for_its_run_not_its_pid(tmp_path):
+    """Pids differ from build to build: in the manifest they would make micro's layer differ too."""
+    libc = trace.resolve_library("libc.so.6", trace.library_directories())
+    (tmp_path / "serve-workers.37.tsv").write_text(f"mapped\t-\t{libc}\n")
+    (tmp_path / "serve-workers.tsv").write_text(f"mapped\t-\t{libc}\n")
+    assert {label for label, *_ in trace.read_records(tmp_path)} == {"serve-workers",
+                                                                    "serve-workers (a forked worker)"}
