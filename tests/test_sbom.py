@@ -283,3 +283,15 @@ def test_micro_built_twice_from_a_clean_builder_has_the_same_layer_whatever_its_
     assert first == second
     assert first[1:] == [EMPTY_LAYER]  # what BuildKit 0.8 records for WORKDIR /app, which exists: no files
     assert labels == ["first", "second"]
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("variant", ["slim", "distroless"])
+def test_syft_finds_every_debian_package_the_sbom_lists_and_no_other_package_database_entry(engine, variant):
+    """The independent cross-check: what syft finds beyond the SBOM is only what the README explains."""
+    lines = verify.syft_comparison(VARIANTS[require_image(variant)].tag)
+    only_sbom = [line for line in lines if line.startswith("  only the SBOM: ")]
+    assert only_sbom == ["  only the SBOM: hello-api 1.0.0 (application)"]  # the project has no .dist-info
+    explained = {"slim": {"pip", "packaging", "wheel"},  # .dist-info inside Debian's python3-pip, -packaging, -wheel
+                 "distroless": {"gcc-14", "libzstd", "util-linux", "python"}}[variant]  # ELF notes, classifier
+    assert {line.split()[2] for line in lines if line.startswith("  only syft: ")} == explained
