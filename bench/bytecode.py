@@ -4,9 +4,9 @@ Neither base ships the standard library's bytecode (the official python images d
 runs Debian's py3compile). The Dockerfiles run this in a stage of their own: it imports the service, which
 writes bytecode for exactly the modules it loads, then copies every __pycache__ directory of the standard
 library into OUT, where every time is set to the epoch. The runtime copies OUT's contents into /.
-Done in a stage apart because a RUN in the runtime itself would leave its traces in the layer: BuildKit 0.8
-creates /etc/hosts, /etc/hostname and /etc/resolv.conf where a base lacks them (distroless) and removes
-them after the step, which gives /etc the build's time.
+Done in a stage apart because a RUN in the distroless runtime left the build's time on /etc in its layer
+(most likely BuildKit 0.8's mount points for /etc/hosts, /etc/hostname and /etc/resolv.conf, which that
+base lacks, made and removed around the step).
 
 Usage: python3 bytecode.py OUT
 """
