@@ -26,11 +26,11 @@ RUN python3 -m compileall -q --invalidation-mode unchecked-hash /app/deps
 COPY service/ service/
 RUN python3 -m compileall -q --invalidation-mode unchecked-hash service
 # Reproducible layers: BuildKit 0.8 copies file times into the runtime's layers as they are and knows no
-# SOURCE_DATE_EPOCH, so what the runtime gets, /image/app, has the epoch everywhere (pip and compileall
-# wrote it at build time; pip compiles nothing, the bytecode is compileall's unchecked-hash: no source
-# time inside). The runtime copies /image/'s contents into /: a COPY's own target directory would
-# get the time of the build, its contents keep theirs. The lock is not shipped.
-RUN mkdir /image && cp -a /app /image/app && rm /image/app/requirements.lock \
+# SOURCE_DATE_EPOCH, so what the runtime gets, /image/app/deps and service, has the epoch everywhere (pip
+# and compileall wrote it at build time; pip compiles nothing, the bytecode is compileall's unchecked-hash:
+# no source time inside). The runtime copies /image/'s contents into /: a COPY's own target directory
+# would get the time of the build, its contents keep theirs.
+RUN mkdir -p /image/app && cp -a /app/deps /app/service /image/app/ \
  && find /image -exec touch -h -d @0 {} +
 
 FROM ${PYTHON_IMAGE} AS app
