@@ -45,7 +45,7 @@ class Exported:
     files: dict[str, str]
     document: dict | None
     dpkg: Path
-    work: tempfile.TemporaryDirectory = field(repr=False)
+    work: tempfile.TemporaryDirectory | None = field(repr=False)  # holds dpkg's copy; None: nothing to clean
 
 
 def export(image: str) -> Exported:
