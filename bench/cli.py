@@ -106,6 +106,7 @@ def run(argv: list[str]) -> int:
     elif options.command == "verify" and options.syft:
         print("\n".join(verify.syft_comparison(verify.resolve(options.image)[0])))
     elif options.command == "verify":
+        verify.resolve(options.image)  # a missing image is said before any registry is tried
         offline = images.choose_offline(options.bases) if options.rebuild else False
         problems = verify.verify(options.image, offline, options.rebuild)
         for problem in problems:
