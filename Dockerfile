@@ -18,34 +18,56 @@ COPY requirements.lock .
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=pip_ca \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
-    python3 -m pip install --require-hashes --only-binary :all: --target /app/deps -r requirements.lock
+    python3 -m pip install --no-compile --require-hashes --only-binary :all: --target /app/deps \
+    -r requirements.lock
 # Bytecode made now starts faster, and a read-only root file system never has to write it.
 # unchecked-hash: the image is immutable, so Python need not stat sources to validate the cache.
 RUN python3 -m compileall -q --invalidation-mode unchecked-hash /app/deps
 COPY service/ service/
 RUN python3 -m compileall -q --invalidation-mode unchecked-hash service
+# Reproducible layers: BuildKit 0.8 copies file times into the runtime's layers as they are and knows no
+# SOURCE_DATE_EPOCH, so what the runtime gets, /image/app/deps and service, has the epoch everywhere (pip
+# and compileall wrote it at build time; pip compiles nothing, the bytecode is compileall's unchecked-hash:
+# no source time inside). The runtime copies /image/'s contents into /: a COPY's own target directory
+# would get the time of the build, its contents keep theirs.
+RUN mkdir -p /image/app && cp -a /app/deps /app/service /image/app/ \
+ && find /image -exec touch -h -d @0 {} +
 
-FROM ${PYTHON_IMAGE} AS runtime
+FROM ${PYTHON_IMAGE} AS app
 ARG VERSION=1.0.0
 LABEL org.opencontainers.image.title="hello-api" \
       org.opencontainers.image.description="Standard-library WSGI API served by waitress (slim variant)" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="MIT"
 # A fixed UID (distroless's nonroot) so volume ownership and policies match across both variants.
-RUN groupadd --system --gid 65532 nonroot \
- && useradd --system --uid 65532 --gid nonroot --home-dir /nonexistent --no-create-home \
-            --shell /usr/sbin/nologin nonroot
+# SOURCE_DATE_EPOCH: shadow's useradd writes it as the last password change (else the day of the build);
+# every file the two commands wrote, and their directories, get the epoch (reproducible layers; the three
+# files BuildKit mounts read-only for the step are not the image's).
+RUN start=$(date +%s) \
+ && groupadd --system --gid 65532 nonroot \
+ && SOURCE_DATE_EPOCH=0 useradd --system --uid 65532 --gid nonroot --home-dir /nonexistent --no-create-home \
+            --shell /usr/sbin/nologin nonroot \
+ && find /etc /var -xdev -newermt "@$((start - 1))" ! -path /etc/hosts ! -path /etc/hostname \
+         ! -path /etc/resolv.conf -exec touch -h -d @0 {} +
 ENV PYTHONUNBUFFERED=1 \
     PYTHONPATH=/app:/app/deps \
     APP_ENV=development \
     APP_PORT=5000
+COPY --from=build /image/ /
 WORKDIR /app
-COPY --from=build /app/deps /app/deps
-COPY --from=build /app/service /app/service
-# The base has no bytecode for the standard library (the official python images delete it; distroless
-# never runs Debian's py3compile). One import writes it for exactly the modules the service loads: a few
-# hundred KB that save every container start from compiling them again.
-RUN ["python3", "-c", "import service.server, service.healthcheck"]
+
+# The standard library's bytecode for exactly the modules the service loads: neither base ships it (the
+# official python images delete it; distroless never runs Debian's py3compile), and a few hundred KB save
+# every container start from compiling them again. Made in a stage apart (bench/bytecode.py: a RUN in the
+# runtime would leave the build's time on /etc in the layer) and copied in with the epoch as every time.
+FROM app AS bytecode
+# hadolint ignore=DL3002
+USER 0
+COPY bench/bytecode.py /tmp/build/
+RUN ["python3", "/tmp/build/bytecode.py", "/tmp/build/out"]
+
+FROM app AS runtime
+COPY --from=bytecode /tmp/build/out/ /
 ENV PYTHONDONTWRITEBYTECODE=1
 USER 65532:65532
 EXPOSE 5000
@@ -55,3 +77,21 @@ HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
 # ENTRYPOINT, as in the distroless image: `docker run IMAGE --help` reaches the service in both; for a
 # shell, `docker run --entrypoint bash IMAGE`.
 ENTRYPOINT ["python3", "-m", "service"]
+
+# The SBOM (bench/sbom.py, CycloneDX 1.6): written from this image's own files and package database, so it
+# describes exactly what ships; root here only to read and write, and this stage never runs as a container.
+FROM runtime AS sbom
+# hadolint ignore=DL3002
+USER 0
+COPY bench/sbom.py bench/bytecode.py requirements.lock /tmp/sbom/
+RUN ["python3", "/tmp/sbom/sbom.py", "slim", "/", "/tmp/sbom/requirements.lock", "/tmp/sbom/out"]
+
+# The image: the runtime and the SBOM in a last layer of its own, at /usr/share/doc/hello-api/sbom.json.
+FROM runtime
+# The commit and the repository, filled in by `python -m bench images` from git. Labels are image
+# configuration, not layers: the layer digests stay the same whatever they say.
+ARG REVISION=unknown
+ARG SOURCE=unknown
+LABEL org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}"
+COPY --from=sbom /tmp/sbom/out/ /

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import bases, commits, guarantees, images, latency, reliability, report, rollout, study, workers
+from . import bases, commits, guarantees, images, latency, reliability, report, rollout, study, verify, workers
 from .docker import DockerError
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest"
@@ -94,8 +94,15 @@ def run(argv: list[str]) -> int:
     history.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default {DEFAULT_OUTPUT}")
     render = commands.add_parser("report", help="render the reports and charts again from their JSON")
     render.add_argument("directory", type=Path)
-    verify = commands.add_parser("check", help="check that a results directory is complete and renders")
-    verify.add_argument("directory", type=Path)
+    complete = commands.add_parser("check", help="check that a results directory is complete and renders")
+    complete.add_argument("directory", type=Path)
+    rebuild = commands.add_parser("verify", help="check an image's SBOM against its files, then rebuild it from a "
+                                                 "clean builder (docker builder prune -af) and compare its layers")
+    rebuild.add_argument("image", help=f"a variant ({', '.join(images.PROJECT_IMAGES)}) or an image it built")
+    rebuild.add_argument("--no-rebuild", dest="rebuild", action="store_false", help="the SBOM check only")
+    rebuild.add_argument("--syft", action="store_true", help="also print what syft finds that the SBOM does "
+                                                             "not, and the other way round (no rebuild)")
+    add_bases_option(rebuild)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["study", *argv]
     options = parser.parse_args(argv)
@@ -104,7 +111,22 @@ def run(argv: list[str]) -> int:
         bases.make_bases(options.rebuild)
         print("build arguments for these bases: " + " ".join(bases.build_args()))
     elif options.command == "images":
-        images.build_images(images.choose_offline(options.bases))
+        offline = images.choose_offline(options.bases)
+        images.build_images(offline)
+        verify.write_records(offline)
+    elif options.command == "verify" and options.syft:
+        print("\n".join(verify.syft_comparison(verify.resolve(options.image)[0])))
+    elif options.command == "verify":
+        verify.resolve(options.image)  # a missing image is said before any registry is tried
+        offline = images.choose_offline(options.bases) if options.rebuild else False
+        problems = verify.verify(options.image, offline, options.rebuild)
+        for problem in problems:
+            print(f"bench verify: {problem}", file=sys.stderr)
+        if problems:
+            print(f"bench verify: {options.image} does not verify ({len(problems)} problem(s) above)", file=sys.stderr)
+            return 1
+        print(f"bench verify: {options.image}: the SBOM accounts for its files"
+              + ("; a rebuild from a clean builder gave the same project layers" if options.rebuild else ""))
     elif options.command == "study":
         if options.runs is not None and options.runs < 3:
             parser.error("--runs must be at least 3: a median of fewer runs says little")

@@ -1,6 +1,7 @@
 """Build the project's images (and the study's other variants) with BuildKit, printing each command."""
 
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,10 +106,29 @@ def dockerfile_path(variant: Variant) -> Path:
     return generated
 
 
+def git(*args: str) -> str:
+    """One git answer about this checkout, '' when git or the repository is missing."""
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def revision_args() -> list[str]:
+    """The OCI revision and source labels: HEAD (with -dirty when tracked files differ from it) and the
+    origin remote ($HELLO_API_SOURCE first); 'unknown' where git cannot say. Labels only: no layer changes."""
+    revision = git("rev-parse", "HEAD") or "unknown"
+    if revision != "unknown" and git("status", "--porcelain", "--untracked-files=no"):
+        revision += "-dirty"
+    source = os.environ.get("HELLO_API_SOURCE") or git("config", "--get", "remote.origin.url") or "unknown"
+    return ["--build-arg", f"REVISION={revision}", "--build-arg", f"SOURCE={source}"]
+
+
 def build_command(variant: Variant, offline: bool, extra: list[str] | None = None,
                   context: Path | None = None, tag: str | None = None) -> list[str]:
     return ["build", "--progress=plain", "-f", str(dockerfile_path(variant)), "-t", tag or variant.tag,
-            *base_args(offline), *ca_secret_args(), *(extra or []), str(context or variant.context)]
+            *base_args(offline), *revision_args(), *ca_secret_args(), *(extra or []),
+            str(context or variant.context)]
 
 
 def build(variant: Variant, offline: bool, extra: list[str] | None = None,

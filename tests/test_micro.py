@@ -19,10 +19,12 @@ from bench.docker import docker
 from bench.images import VARIANTS
 from bench.measure import exported, free_port
 from bench.micro import trace
+from bench.sbom import SBOM_PATH
+from bench.verify import DOCKER_FILES
 
 MANIFEST = "usr/share/hello-api/manifest.tsv"
 MICRO_MAX_BYTES = 15_000_000
-DOCKER_OWN_FILES = {"/.dockerenv", "/dev/console", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf"}  # docker create
+DOCKER_OWN_FILES = {f"/{name}" for name in DOCKER_FILES}  # docker create
 
 
 @contextmanager
@@ -102,7 +104,8 @@ def test_micro_has_no_shell_no_pip_and_no_package_database(micro_files):
     _, names, _ = micro_files
     tools = ("sh", "bash", "dash", "busybox", "pip", "pip3", "apt", "apt-get", "dpkg", "ldd")
     assert not [n for n in names if n.rsplit("/", 1)[-1] in tools]
-    assert not [n for n in names if n.startswith(("/var/lib/dpkg", "/var/lib/apt", "/usr/share/doc"))]
+    assert not [n for n in names if n.startswith(("/var/lib/dpkg", "/var/lib/apt", "/usr/share/doc"))
+                and n not in (f"/{SBOM_PATH}", "/usr/share/doc", "/usr/share/doc/hello-api")]  # its SBOM only
     assert not [n for n in names if "/pip/" in n or "-packages/" in n]
 
 
@@ -112,7 +115,7 @@ def test_the_micro_manifest_accounts_for_every_file_with_its_kind_size_and_reaso
     rows = [line.split("\t") for line in manifest.splitlines() if not line.startswith("#")]
     listed = {path: (kind, int(size), why) for path, kind, size, why in rows}
     regular = {path for path, (kind, _, _) in listed.items() if kind != "link"}
-    assert regular == set(files) - DOCKER_OWN_FILES - {f"/{MANIFEST}"}
+    assert regular == set(files) - DOCKER_OWN_FILES - {f"/{MANIFEST}", f"/{SBOM_PATH}"}  # written after it
     assert all(why for _, _, why in listed.values())
     assert all(files[path] == size for path, (_, size, _) in listed.items() if path in regular)
     assert {"interpreter", "shared library", "module", "configuration"} <= {k for k, _, _ in listed.values()}
@@ -163,3 +166,12 @@ def test_the_trace_stops_the_build_when_it_recorded_nothing_or_missed_the_servic
                                         f"module\tjson\t{os.path.dirname(os.__file__)}/json/__init__.py\n")
     with pytest.raises(SystemExit, match="never saw the service package"):
         trace.kept_set(tmp_path)
+
+
+def test_a_forked_workers_record_is_named_for_its_run_not_its_pid(tmp_path):
+    """Pids differ from build to build: in the manifest they would make micro's layer differ too."""
+    libc = trace.resolve_library("libc.so.6", trace.library_directories())
+    (tmp_path / "serve-workers.37.tsv").write_text(f"mapped\t-\t{libc}\n")
+    (tmp_path / "serve-workers.tsv").write_text(f"mapped\t-\t{libc}\n")
+    assert {label for label, *_ in trace.read_records(tmp_path)} == {"serve-workers",
+                                                                    "serve-workers (a forked worker)"}

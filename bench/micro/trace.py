@@ -246,13 +246,20 @@ class Kept:
     reasons: set[str] = field(default_factory=set)
 
 
+def run_label(record: Path) -> str:
+    """The run a record belongs to; a forked worker's (RUN.PID.tsv) is named without its pid, which differs
+    from build to build and would make the manifest, and so the image's layer, differ too."""
+    run, _, pid = record.stem.rpartition(".")
+    return f"{run} (a forked worker)" if run and pid.isdigit() else record.stem
+
+
 def read_records(work: Path) -> list[tuple[str, str, str, str]]:
     """(run label, what, name, path) for every line every recorded process wrote."""
     rows = []
     for record in sorted(work.glob("*.tsv")):
         for line in record.read_text().splitlines():
             what, name, path = line.split("\t", 2)
-            rows.append((record.stem, what, name, path))
+            rows.append((run_label(record), what, name, path))
     if not rows:
         fail("the trace recorded nothing: record.py wrote no file")
     return rows
