@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 PREFIX = "APP_"
+SUGGESTION_CUTOFF = 0.7  # difflib ratio of the names after APP_: PROT~PORT 0.75 is suggested, FOO~PORT 0.29 not
 
 
 class ConfigError(ValueError):
@@ -56,13 +57,31 @@ def environment_name(text: str) -> str:
     raise ValueError("1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
 
 
+LISTEN_HOST_ALLOWED = "'*' (all interfaces) or an IP address such as 0.0.0.0, 127.0.0.1 or ::"
+
+
 def listen_host(text: str) -> str:
     if text == "*":
         return text
     try:
-        return str(ipaddress.ip_address(text))
+        address = ipaddress.ip_address(text)
     except ValueError:
-        raise ValueError("'*' (all interfaces) or an IP address such as 0.0.0.0, 127.0.0.1 or ::") from None
+        raise ValueError(LISTEN_HOST_ALLOWED) from None
+    unbindable = unbindable_reason(address)
+    if unbindable:
+        raise ValueError(f"{LISTEN_HOST_ALLOWED}; {text} is {unbindable}")
+    return str(address)
+
+
+def unbindable_reason(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """Why a listening socket cannot be bound to `address`, or "" when it may be."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return f"an IPv4-mapped IPv6 address, which a listening socket cannot bind: write {address.ipv4_mapped}"
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        return "an address with a zone (%...), which the listener cannot take: write it without the zone"
+    if address.is_multicast or address == ipaddress.IPv4Address("255.255.255.255"):
+        return "a multicast or broadcast address, which a TCP listener cannot bind: name one of this host's"
+    return ""
 
 
 def log_level(text: str) -> str:
@@ -117,7 +136,8 @@ def load(environ: Mapping[str, str]) -> Settings:
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
-    """One warning per APP_* name this service does not read, naming the closest one it does."""
+    """One warning per APP_* name this service does not read, naming a known one only when it is close
+    (the names compared without the APP_ prefix, which every one shares)."""
     unknown = sorted(name for name in environ if name.startswith(PREFIX) and name not in VARIABLES)
     if not unknown:
         return []
@@ -125,8 +145,9 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
 
     warnings = []
     for name in unknown:
-        close = difflib.get_close_matches(name, VARIABLES, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(VARIABLES)}"
+        close = difflib.get_close_matches(name.removeprefix(PREFIX), [v.removeprefix(PREFIX) for v in VARIABLES],
+                                          n=1, cutoff=SUGGESTION_CUTOFF)
+        hint = f"did you mean {PREFIX}{close[0]}?" if close else f"known: {', '.join(VARIABLES)}"
         warnings.append(f"{name} is not a setting of this service and is ignored; {hint}")
     return warnings
 

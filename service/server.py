@@ -67,16 +67,17 @@ def serve_until_stopped(transport: Transport, settings: config.Settings, worker:
 
 
 def answer_arguments(arguments: list[str]) -> int | None:
-    """--help and --version answer and exit; anything else is refused. None: no arguments, serve."""
+    """--help and --version, alone, answer and exit; anything else is refused, naming the first argument
+    that was not expected. None: no arguments, serve."""
     if not arguments:
         return None
-    if arguments == ["--version"]:
-        print(f"hello-api {__version__}")
+    answers = {"--version": lambda: print(f"hello-api {__version__}"),
+               "--help": lambda: print(config.usage(), end=""), "-h": lambda: print(config.usage(), end="")}
+    unexpected = arguments[1] if arguments[0] in answers and len(arguments) > 1 else arguments[0]
+    if len(arguments) == 1 and arguments[0] in answers:
+        answers[arguments[0]]()
         return EXIT_OK
-    if arguments[0] in ("-h", "--help"):
-        print(config.usage(), end="")
-        return EXIT_OK
-    print(f"hello-api: unexpected argument {arguments[0]!r}: the service is configured by APP_* environment "
+    print(f"hello-api: unexpected argument {unexpected!r}: the service is configured by APP_* environment "
           "variables only. See --help.", file=sys.stderr)
     return EXIT_BAD_CONFIGURATION
 

@@ -328,6 +328,15 @@ def test_an_unknown_argument_exits_2_pointing_at_help():
                              "environment variables only. See --help.\n")
 
 
+@pytest.mark.parametrize(("arguments", "unexpected"), [
+    (["--help", "extra"], "extra"), (["-h", "--version"], "--version"), (["--version", "extra"], "extra"),
+    (["extra", "--help"], "extra")])
+def test_help_or_version_with_anything_after_it_exits_2_naming_what_was_unexpected(arguments, unexpected):
+    result = run_service(*arguments)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith(f"hello-api: unexpected argument {unexpected!r}: ")
+
+
 def test_a_port_already_in_use_exits_1_with_advice(start_service):
     first = start_service()
     second = start_service({"APP_PORT": str(first.port)}, wait=False)
