@@ -45,8 +45,10 @@ class StopRequest:
 
 
 def serve_until_stopped(transport: Transport, settings: config.Settings, worker: str = "",
-                        serving: Callable[[], None] | None = None) -> None:
-    """`worker` names one of several workers in the log; `serving` tells the supervisor it serves."""
+                        serving: Callable[[], None] | None = None,
+                        orphaned: Callable[[], bool] = lambda: False) -> None:
+    """`worker` names one of several workers in the log; `serving` tells the supervisor it serves;
+    `orphaned` is true once the supervisor is gone."""
     stop = StopRequest(wake=transport.wake)
     stop.install()
     # A worker is forked with the stop signals blocked (see service.workers): now they are handled.
@@ -56,10 +58,8 @@ def serve_until_stopped(transport: Transport, settings: config.Settings, worker:
              f", {worker}, pid {os.getpid()}" if worker else "")
     if serving:
         serving()
-    supervisor = os.getppid()
     # A worker whose supervisor was killed (SIGKILL: nothing forwarded) drains as if told to stop,
     # rather than serve on as an orphan; the event loop wakes at least once a second to notice.
-    orphaned = (lambda: os.getppid() != supervisor) if worker else (lambda: False)
     transport.serve(stopped=lambda: stop.count > 0 or orphaned())
     log.info("Stop signal received: draining for up to %.1fs", settings.shutdown_grace)
     cut = transport.drain(settings.shutdown_grace, cut_short=lambda: stop.count > 1)
@@ -122,13 +122,14 @@ def serve_with_workers(settings: config.Settings, count: int, access_log: Callab
     except OSError as problem:
         return cannot_listen(settings, problem)
 
-    def worker_main(number: int, serving: Callable[[], None]) -> int:
+    def worker_main(number: int, serving: Callable[[], None], orphaned: Callable[[], bool]) -> int:
         try:
             sockets = bind_listeners(settings, reuse_port=True) if reuse_port else shared
             transport = Transport(create_app(settings.environment), settings, access_log, sockets)
         except OSError as problem:
             return cannot_listen(settings, problem)
-        serve_until_stopped(transport, settings, worker=f"worker {number} of {count}", serving=serving)
+        serve_until_stopped(transport, settings, worker=f"worker {number} of {count}", serving=serving,
+                            orphaned=orphaned)
         return EXIT_OK
 
     def release() -> None:

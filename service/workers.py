@@ -37,8 +37,9 @@ RESTART_BACKOFF_SECONDS = (0.1, 10.0)  # first restart, ceiling; doubles per dea
 STEADY_SECONDS = 30.0  # a worker that served this long resets the back-off
 EXIT_OK, EXIT_FAILED = 0, 1
 
-# A worker's life: (its number from 1, a callable to say "serving") -> exit status. Runs in the child.
-WorkerMain = Callable[[int, Callable[[], None]], int]
+# A worker's life: (its number from 1, a callable to say "serving", a callable that is true once the
+# supervisor is gone) -> exit status. Runs in the child.
+WorkerMain = Callable[[int, Callable[[], None], Callable[[], bool]], int]
 
 
 # ---- how many ----------------------------------------------------------------------------------------
@@ -129,6 +130,7 @@ class Supervisor:
     # Starting a worker.
     def spawn(self, number: int) -> None:
         ready_read, ready_write = os.pipe()
+        supervisor = os.getpid()  # read before the fork: a supervisor killed at any moment after it is noticed
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # the worker unblocks once it handles them
         try:
             pid = os.fork()
@@ -140,12 +142,12 @@ class Supervisor:
             return
         if pid == 0:
             os.close(ready_read)
-            os._exit(self.run_child(number, ready_write))
+            os._exit(self.run_child(number, ready_write, orphaned=lambda: os.getppid() != supervisor))
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         os.close(ready_write)
         self.workers[pid] = Worker(number, pid, ready_read, time.monotonic())
 
-    def run_child(self, number: int, ready_write: int) -> int:
+    def run_child(self, number: int, ready_write: int, orphaned: Callable[[], bool]) -> int:
         """In the forked worker: undo the supervisor's signal set-up, then live the worker's life."""
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -158,7 +160,7 @@ class Supervisor:
                 os.close(ready_write)
 
         try:
-            return self.worker_main(number, serving)
+            return self.worker_main(number, serving, orphaned)
         except BaseException:  # a worker must never return into the supervisor's loop
             log.exception("worker %d failed", number)
             return EXIT_FAILED

@@ -103,8 +103,9 @@ def test_an_unknown_variable_close_to_no_known_one_gets_no_guess(name):
     assert "did you mean" not in warning
 
 
-@pytest.mark.parametrize(("name", "known"), [("APP_THREAD", "APP_THREADS"), ("APP_LOGLEVEL", "APP_LOG_LEVEL"),
-                                              ("APP_WORKER", "APP_WORKERS"), ("APP_CONN_LIMIT", "APP_CONNECTION_LIMIT")])
+@pytest.mark.parametrize(("name", "known"), [
+    ("APP_THREAD", "APP_THREADS"), ("APP_LOGLEVEL", "APP_LOG_LEVEL"), ("APP_WORKER", "APP_WORKERS"),
+    ("APP_CONN_LIMIT", "APP_CONNECTION_LIMIT")])
 def test_a_misspelt_variable_gets_the_known_one_it_is_close_to(name, known):
     assert unknown_variables({name: "1"})[0].endswith(f"did you mean {known}?")
 

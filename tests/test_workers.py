@@ -208,6 +208,32 @@ def test_workers_whose_supervisor_is_killed_stop_instead_of_serving_on(start_ser
     assert not any(Path(f"/proc/{pid}").exists() and "Z" not in state(pid) for pid in orphans)
 
 
+def test_workers_whose_supervisor_is_killed_while_they_start_stop_once_they_serve(start_service, tmp_path):
+    running = start_service({"APP_WORKERS": "2", "START_DIR": str(tmp_path)}, module="slow_start_worker_service",
+                            wait=False)
+    deadline = time.monotonic() + 10
+    while len(list(tmp_path.glob("starting-*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    orphans = {int(path.name.split("-")[1]) for path in tmp_path.glob("starting-*")}
+    assert len(orphans) == 2
+    running.process.kill()
+    running.process.wait(timeout=5)
+    (tmp_path / "go").touch()  # the workers build their app and serve only now, with the supervisor gone
+    try:
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in orphans) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(alive(pid) for pid in orphans)
+    finally:
+        for pid in orphans:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists() and "Z" not in state(pid)
+
+
 def state(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
