@@ -106,7 +106,7 @@ VARIABLES: dict[str, Variable] = {
                          "'*': 0.0.0.0, plus [::] where the host has IPv6"),
     "APP_THREADS": Variable("threads", whole_number(1, 256), "1-256", "worker threads"),
     "APP_CONNECTION_LIMIT": Variable("connection_limit", whole_number(10, 100_000), "10-100000",
-                                     "open connections; when full, the one waiting longest for a request is closed"),
+                                     "client connections; when full, the one waiting longest for a request is closed"),
     "APP_CHANNEL_TIMEOUT": Variable("channel_timeout", whole_number(1, 3600), "1-3600 s",
                                     "an idle keep-alive connection is closed after this"),
     "APP_RECEIVE_TIMEOUT": Variable("receive_timeout", seconds(0.5, 300), "0.5-300 s",

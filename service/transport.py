@@ -424,6 +424,11 @@ class HardenedServer(TcpWSGIServer):
     accept_paused_until = 0.0
     accept_failures = 0
     accept_failure_logged = 0.0
+    not_clients = 0  # dispatchers in the map that are no client's: listening sockets, wake-up pipes
+
+    def client_connections(self) -> int:
+        """Open client connections (waitress counts len(map) against the limit: 2 or 4 too many)."""
+        return len(self._map) - self.not_clients
 
     def waiting_channels(self) -> list[HardenedChannel]:
         return [c for c in self.active_channels.values() if c.waits_for_a_request()]
@@ -436,7 +441,7 @@ class HardenedServer(TcpWSGIServer):
             super().maintenance(time.time())  # waitress's idle timeout, on our clock's schedule
         if not self.accepting or now < self.accept_paused_until:
             return False
-        return len(self._map) < self.adj.connection_limit or bool(self.waiting_channels())
+        return self.client_connections() < self.adj.connection_limit or bool(self.waiting_channels())
 
     def maintenance(self, now: float) -> None:
         """Disabled: `readable` runs waitress's idle timeout itself, twice a second."""
@@ -470,7 +475,7 @@ class HardenedServer(TcpWSGIServer):
                 connection.close()
                 continue
             channel = self.channel_class(self, connection, self.fix_addr(address), self.adj, map=self._map)
-            if len(self._map) <= self.adj.connection_limit:
+            if self.client_connections() <= self.adj.connection_limit:
                 continue
             if evictable is None:
                 evictable = sorted(self.waiting_channels(), key=HardenedChannel.waiting_start, reverse=True)
@@ -629,6 +634,8 @@ class Transport:
         except OSError:
             wasyncore.close_all(self.map)
             raise
+        for listener in self.listeners:
+            listener.not_clients = len(self.map)  # before any connection: the listeners and their triggers
         self.dispatcher.set_thread_count(self.adj.threads)
 
     def listen_on(self, sockets: list[socket.socket] | None) -> list[tuple[tuple, socket.socket | None]]:

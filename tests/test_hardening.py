@@ -3,6 +3,7 @@ and silent clients, pipelining, and the access log's bounds. Every case here was
 waitress 3.0.2 on its own (see service/transport.py); these tests fail if an upgrade changes that."""
 
 import re
+import select
 import socket
 import time
 
@@ -290,6 +291,24 @@ def test_at_the_connection_limit_the_longest_waiting_connection_is_closed_first(
         assert fresh.only.status == 200
     finally:
         for connection in [oldest, *others]:
+            connection.close()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "*"])  # one listening socket, or two (and a wake-up pipe each)
+def test_the_connection_limit_counts_client_connections_only(start_service, host):
+    """APP_CONNECTION_LIMIT=10 holds 10 silent clients; the 11th closes exactly one, the oldest.
+    (waitress counts its listening sockets and wake-up pipes against the limit: 8 or 6 clients.)"""
+    running = start_service({"APP_CONNECTION_LIMIT": "10", "APP_RECEIVE_TIMEOUT": "300", "APP_HOST": host})
+    silent = [connect(address(running)) for _ in range(10)]
+    try:
+        fresh = exchange(address(running), request("/health", "GET", CLOSE), seconds=5)
+        assert fresh.only.status == 200  # accepted after all 10, so each of them was accepted or evicted first
+        _, closed, _ = read_until_closed(silent[0], 5)
+        assert closed
+        still_open = [c for c in silent[1:] if not select.select([c], [], [], 0)[0]]
+        assert len(still_open) == 9
+    finally:
+        for connection in silent:
             connection.close()
 
 
