@@ -27,6 +27,7 @@ and why, and tests/test_hardening.py fails if a waitress upgrade changes one of 
 
 import contextlib
 import logging
+import math
 import os
 import re
 import resource
@@ -508,13 +509,15 @@ class QueueDepthSummary(logging.Filter):
     """Swallows waitress's per-request "Task queue depth is N" and writes one line a period with the peak.
 
     The line means every worker thread was busy and requests waited for one: fine in a burst; if it
-    appears every period, add threads, workers or replicas.
+    appears every period, add threads, workers or replicas. The first queueing is said at once, with the
+    time since counting began (start-up), not the period.
     """
 
-    def __init__(self, period: float = QUEUE_SUMMARY_SECONDS) -> None:
+    def __init__(self, period: float = QUEUE_SUMMARY_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
-        self.period, self.peak, self.count = period, 0, 0
-        self.last_written = time.monotonic() - period  # the first queueing is said at once
+        self.period, self.clock, self.peak, self.count = period, clock, 0, 0
+        self.counting_since = clock()
+        self.last_written = -math.inf
 
     def filter(self, record: logging.LogRecord) -> bool:
         depth = record.args[0] if record.args and isinstance(record.args[0], int) else 0
@@ -523,12 +526,20 @@ class QueueDepthSummary(logging.Filter):
         return False
 
     def flush(self, force: bool = False) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if self.count and (force or now - self.last_written >= self.period):
             log.warning("all worker threads were busy: %d request(s) waited for one, at most %d at once, in the "
-                        "last %.0fs. Persistent? Raise APP_THREADS or run more replicas.",
-                        self.count, self.peak, min(now - self.last_written, self.period))
-            self.peak, self.count, self.last_written = 0, 0, now
+                        "last %.1fs. Persistent? Raise APP_THREADS or run more replicas.",
+                        self.count, self.peak, now - self.counting_since)
+            self.peak, self.count, self.last_written, self.counting_since = 0, 0, now, now
+
+
+def wait_until_threads_idle(dispatcher: ThreadedTaskDispatcher, seconds: float = 5.0) -> None:
+    """waitress counts a thread as busy until it first waits for a task: a request that arrives before
+    then is logged as queued. Start-up waits (briefly) for every thread to be waiting."""
+    deadline = time.monotonic() + seconds
+    while dispatcher.active_count > 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 # ---- building, serving, draining ---------------------------------------------------------------------
@@ -637,6 +648,7 @@ class Transport:
         for listener in self.listeners:
             listener.not_clients = len(self.map)  # before any connection: the listeners and their triggers
         self.dispatcher.set_thread_count(self.adj.threads)
+        wait_until_threads_idle(self.dispatcher)
 
     def listen_on(self, sockets: list[socket.socket] | None) -> list[tuple[tuple, socket.socket | None]]:
         if sockets is None:

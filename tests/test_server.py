@@ -1,6 +1,7 @@
 """`python -m service` as a real process: HTTP on a socket, configuration, logs, signals, limits."""
 
 import http.server
+import logging
 import os
 import re
 import resource
@@ -16,6 +17,12 @@ import pytest
 import requests
 from conftest import ROOT, in_ci, service_environment
 from raw_http import connect, exchange, half_sent_requests, read_until_closed, request
+from waitress.task import ThreadedTaskDispatcher
+
+from bench.measure import free_port
+from service.app import create_app
+from service.config import Settings
+from service.transport import QueueDepthSummary, Transport
 
 ACCESS_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d (?P<client>\S+) (?P<method>\S+) (?P<target>\S+) "
                          r"(?P<status>\d{3}) (?P<ms>\d+\.\d\d)ms")
@@ -144,6 +151,40 @@ def test_a_burst_that_outruns_the_threads_writes_a_summary_not_a_line_per_reques
     assert "Task queue depth" not in err
     summaries = [line for line in err.splitlines() if "all worker threads were busy" in line]
     assert 1 <= len(summaries) <= 2, err  # the first at once, the rest at the stop
+
+
+def test_every_worker_thread_is_idle_before_the_first_connection_can_be_accepted(monkeypatch):
+    """waitress counts a thread busy until it first waits for work: a request in that moment was reported
+    as "all worker threads were busy". Threads slowed at start-up show it deterministically."""
+    real_handler = ThreadedTaskDispatcher.handler_thread
+
+    def slow_to_start(self, thread_no):
+        time.sleep(0.2)
+        return real_handler(self, thread_no)
+
+    monkeypatch.setattr(ThreadedTaskDispatcher, "handler_thread", slow_to_start)
+    transport = Transport(create_app("test"), Settings(host="127.0.0.1", port=free_port(), threads=4), None)
+    try:
+        assert transport.dispatcher.active_count == 0
+    finally:
+        logging.getLogger("waitress.queue").removeFilter(transport.queue_summary)
+        transport.drain(0, cut_short=lambda: True)
+
+
+def test_the_first_queue_summary_says_the_time_since_start_up_not_the_period(caplog):
+    now = [1000.0]
+    summary = QueueDepthSummary(period=60, clock=lambda: now[0])
+    now[0] += 0.3
+    queued = logging.LogRecord("waitress.queue", logging.WARNING, "", 0, "Task queue depth is %d", (1,), None)
+    with caplog.at_level(logging.WARNING, logger="service"):
+        summary.filter(queued)  # the first: said at once
+        now[0] += 30
+        summary.filter(queued)  # within the period: counted
+        now[0] += 31
+        summary.filter(queued)  # the period is over: said
+    assert [r.getMessage().split(". ")[0] for r in caplog.records] == [
+        "all worker threads were busy: 1 request(s) waited for one, at most 1 at once, in the last 0.3s",
+        "all worker threads were busy: 2 request(s) waited for one, at most 1 at once, in the last 61.0s"]
 
 
 # ---- stopping ----------------------------------------------------------------------------------------
