@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from . import __version__, config, workers
 from .app import create_app
-from .transport import Transport, bind_listeners, write_line
+from .transport import Transport, bind_listeners, fit_connection_limit, write_line
 
 log = logging.getLogger("service")
 
@@ -121,6 +121,9 @@ def serve_with_workers(settings: config.Settings, count: int, access_log: Callab
         shared = [] if reuse_port else bind_listeners(settings)
     except OSError as problem:
         return cannot_listen(settings, problem)
+    # Fitted here, once: the workers inherit the raised open-file limit and the fitted number, so a low
+    # hard limit is said in one warning, not one per worker, and every line gives the real figure.
+    settings = settings._replace(connection_limit=fit_connection_limit(settings.connection_limit))
 
     def worker_main(number: int, serving: Callable[[], None], orphaned: Callable[[], bool]) -> int:
         try:

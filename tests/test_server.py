@@ -448,6 +448,16 @@ def healthcheck(port: int) -> subprocess.CompletedProcess:
                           text=True, timeout=10, env={"APP_PORT": str(port), "PYTHONPATH": str(ROOT)})
 
 
+def test_a_low_hard_limit_with_2_workers_is_warned_once_and_every_line_gives_the_fitted_limit(start_service):
+    running = start_service({"APP_WORKERS": "2"}, preexec_fn=limit_open_files(256, 256))
+    _, _, err = running.stop()
+    warnings = [line for line in err.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, err
+    assert "serving at most 232 connections" in warnings[0]
+    assert "each with 8 threads and its own connection limit of 232" in err
+    assert err.count("connection_limit=232") == 2, err
+
+
 def test_healthcheck_exits_0_when_the_server_answers(start_service):
     running = start_service()
     assert healthcheck(running.port).returncode == 0
