@@ -159,5 +159,6 @@ def usage() -> str:
             f"  {'':<22} {v.purpose}" for name, v in VARIABLES.items()]
     return ("usage: python -m service [--help | --version]\n\n"
             "Serves GET /health and GET /hello/<name> as JSON. Configured only by the environment:\n\n"
-            + "\n".join(rows) + "\n\nAn invalid value stops start-up with exit status 2; a port that cannot be "
-            "bound, with 1.\n")
+            + "\n".join(rows) + "\n\nExit status: 0 after a stop signal, every received request answered; 1 when the "
+            "port cannot be bound\n(or, with workers, a worker fails); 2 for an invalid value or argument; 3 after a "
+            "stop that cut\nreceived requests short (the grace period ran out, or a second signal).\n")

@@ -20,6 +20,7 @@ from .transport import Transport, bind_listeners, fit_connection_limit, write_li
 log = logging.getLogger("service")
 
 EXIT_OK, EXIT_CANNOT_LISTEN, EXIT_BAD_CONFIGURATION = 0, 1, 2
+EXIT_REQUESTS_CUT_SHORT = workers.EXIT_REQUESTS_CUT_SHORT  # stopped; received requests went unanswered
 
 
 def configure_logging(level: str) -> None:
@@ -46,9 +47,9 @@ class StopRequest:
 
 def serve_until_stopped(transport: Transport, settings: config.Settings, worker: str = "",
                         serving: Callable[[], None] | None = None,
-                        orphaned: Callable[[], bool] = lambda: False) -> None:
+                        orphaned: Callable[[], bool] = lambda: False) -> int:
     """`worker` names one of several workers in the log; `serving` tells the supervisor it serves;
-    `orphaned` is true once the supervisor is gone."""
+    `orphaned` is true once the supervisor is gone. Returns the exit status."""
     stop = StopRequest(wake=transport.wake)
     stop.install()
     # A worker is forked with the stop signals blocked (see service.workers): now they are handled.
@@ -63,7 +64,11 @@ def serve_until_stopped(transport: Transport, settings: config.Settings, worker:
     transport.serve(stopped=lambda: stop.count > 0 or orphaned())
     log.info("Stop signal received: draining for up to %.1fs", settings.shutdown_grace)
     cut = transport.drain(settings.shutdown_grace, cut_short=lambda: stop.count > 1)
-    log.info("Stopped%s", f"; {cut} connection(s) cut short" if cut else " cleanly")
+    if cut:
+        log.warning("Stopped; %d request(s) cut short, unanswered (exit status %d)", cut, EXIT_REQUESTS_CUT_SHORT)
+        return EXIT_REQUESTS_CUT_SHORT
+    log.info("Stopped cleanly")
+    return EXIT_OK
 
 
 def answer_arguments(arguments: list[str]) -> int | None:
@@ -102,8 +107,7 @@ def main(arguments: list[str] | None = None) -> int:
         transport = Transport(create_app(settings.environment), settings, access_log)
     except OSError as problem:
         return cannot_listen(settings, problem)
-    serve_until_stopped(transport, settings)
-    return EXIT_OK
+    return serve_until_stopped(transport, settings)
 
 
 def cannot_listen(settings: config.Settings, problem: OSError) -> int:
@@ -131,9 +135,8 @@ def serve_with_workers(settings: config.Settings, count: int, access_log: Callab
             transport = Transport(create_app(settings.environment), settings, access_log, sockets)
         except OSError as problem:
             return cannot_listen(settings, problem)
-        serve_until_stopped(transport, settings, worker=f"worker {number} of {count}", serving=serving,
-                            orphaned=orphaned)
-        return EXIT_OK
+        return serve_until_stopped(transport, settings, worker=f"worker {number} of {count}", serving=serving,
+                                   orphaned=orphaned)
 
     def release() -> None:
         for sock in shared:

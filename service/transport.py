@@ -673,7 +673,8 @@ class Transport:
         return [d for d in self.map.values() if isinstance(d, HardenedChannel)]
 
     def drain(self, grace: float, cut_short: Callable[[], bool]) -> int:
-        """Stop accepting, finish what was received, close the rest. Returns connections cut short."""
+        """Stop accepting, finish what was received, close the rest. Returns the requests cut short: received
+        but not answered when the grace period ran out or `cut_short` said so (each logged)."""
         for listener in self.listeners:
             # The base-class close drops the listening socket but keeps the trigger that task threads
             # still pull to get their output flushed.
@@ -686,12 +687,32 @@ class Transport:
             if not self.channels():
                 break
             wasyncore.loop(timeout=0.02, map=self.map, use_poll=self.adj.asyncore_use_poll, count=1)
-        cut = len(self.channels())
+        cut = self.log_cut_requests("a second stop signal" if cut_short() else f"the {grace:g}s grace period")
         wasyncore.close_all(self.map)
-        # Threads still inside the app after the grace period are daemons: do not wait for them.
-        self.dispatcher.shutdown(cancel_pending=True, timeout=0 if cut else 1)
+        if cut:  # threads still inside the app are daemons: do not wait for them
+            self.cancel_threads()
+        else:
+            self.dispatcher.shutdown(cancel_pending=True, timeout=1)
         self.queue_summary.flush(force=True)
         return cut
+
+    def log_cut_requests(self, why: str) -> int:
+        """One warning per request received and not answered (being answered, or queued behind one)."""
+        cut = 0
+        for channel in self.channels():
+            for request in list(channel.requests):
+                cut += 1
+                log.warning("request cut short by %s, unanswered: %s %s %s", why,
+                            logged_field(str(channel.addr[0]), 64), logged_field(request.command, 32),
+                            logged_field(request.request_uri, MAX_LOGGED_TARGET))
+        return cut
+
+    def cancel_threads(self) -> None:
+        """waitress's shutdown, without its wait: its "N thread(s) still running" counts idle threads too."""
+        self.dispatcher.set_thread_count(0)
+        with self.dispatcher.lock:
+            while self.dispatcher.queue:
+                self.dispatcher.queue.popleft().cancel()
 
 
 def write_line(line: str, descriptor: int = 1) -> None:

@@ -6,7 +6,8 @@ single process does, and supervises them:
 
 - SIGTERM/SIGINT are forwarded to every worker, which drains as a single process does; a second signal
   is forwarded too (it skips the rest of the grace period). The supervisor exits 0 once every worker has
-  finished cleanly; a worker still running at grace plus STOP_MARGIN_SECONDS is killed.
+  finished cleanly, 3 when a worker cut requests short (and none failed otherwise); a worker still
+  running at grace plus STOP_MARGIN_SECONDS is killed (exit 1).
 - A worker that dies after it started serving is logged and started again, after a back-off that
   doubles with each death in a row (RESTART_BACKOFF_SECONDS), so a crash loop cannot spin a core.
 - A worker that dies before it starts serving (its app cannot be built, for example) stops the whole
@@ -35,7 +36,7 @@ STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 STOP_MARGIN_SECONDS = 2.0  # beyond the grace period, before a worker that has not exited is killed
 RESTART_BACKOFF_SECONDS = (0.1, 10.0)  # first restart, ceiling; doubles per death in a row
 STEADY_SECONDS = 30.0  # a worker that served this long resets the back-off
-EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_OK, EXIT_FAILED, EXIT_REQUESTS_CUT_SHORT = 0, 1, 3  # 3: requests were cut short by the stop
 
 # A worker's life: (its number from 1, a callable to say "serving", a callable that is true once the
 # supervisor is gone) -> exit status. Runs in the child.
@@ -103,6 +104,7 @@ class Supervisor:
         self.stop_deadline: float | None = None
         self.failed_to_start: str | None = None
         self.unclean_exits = 0
+        self.cut_short_exits = 0
 
     # Signals: handlers only count and forward; the loop wakes through the wake-up pipe.
     def on_stop_signal(self, signum: int, frame: object) -> None:
@@ -186,7 +188,9 @@ class Supervisor:
         if self.failed_to_start is not None:
             log.error("%s; stopping the service. Its own error is above.", self.failed_to_start)
             return EXIT_FAILED
-        return EXIT_OK if self.unclean_exits == 0 else EXIT_FAILED
+        if self.unclean_exits:
+            return EXIT_FAILED
+        return EXIT_REQUESTS_CUT_SHORT if self.cut_short_exits else EXIT_OK
 
     def stop_all(self) -> None:
         self.on_stop_signal(signal.SIGTERM, None)
@@ -222,8 +226,10 @@ class Supervisor:
         served = worker.pid in self.ready
         self.ready.discard(worker.pid)
         if self.stop_deadline is not None:  # stopping: a clean drain ends with 0
-            self.unclean_exits += status != 0
-            if status != 0:
+            cut_short = os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_REQUESTS_CUT_SHORT
+            self.cut_short_exits += cut_short  # the worker has said which requests, itself
+            self.unclean_exits += status != 0 and not cut_short
+            if status != 0 and not cut_short:
                 log.warning("worker %d (pid %d) stopped with %s", worker.number, worker.pid, describe(status))
             return
         if not served:
