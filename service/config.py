@@ -114,7 +114,7 @@ VARIABLES: dict[str, Variable] = {
     "APP_SHUTDOWN_GRACE": Variable("shutdown_grace", seconds(0, 60), "0-60 s",
                                    "on SIGTERM/SIGINT, time for received requests to finish"),
     "APP_LOG_LEVEL": Variable("log_level", log_level, "DEBUG INFO WARNING ERROR",
-                              "WARNING and above also silence the access log"),
+                              "WARNING: no access log; ERROR: no warnings either. Start/stop lines: always"),
     "APP_WORKERS": Variable("workers", worker_setting, "'auto' or 1-64",
                             "waitress processes on the port; auto: CPUs allowed (affinity, cgroup quota)"),
 }

@@ -18,6 +18,8 @@ from .app import create_app
 from .transport import Transport, bind_listeners, fit_connection_limit, write_line
 
 log = logging.getLogger("service")
+# Start-up and stop lines: written whatever APP_LOG_LEVEL says (it chooses the access log and warnings).
+lifecycle = logging.getLogger("service.lifecycle")
 
 EXIT_OK, EXIT_CANNOT_LISTEN, EXIT_BAD_CONFIGURATION = 0, 1, 2
 EXIT_REQUESTS_CUT_SHORT = workers.EXIT_REQUESTS_CUT_SHORT  # stopped; received requests went unanswered
@@ -27,6 +29,7 @@ def configure_logging(level: str) -> None:
     """Start-up, warnings and tracebacks go to stderr; the access log writes to stdout itself."""
     logging.basicConfig(stream=sys.stderr, level=level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    lifecycle.setLevel(logging.INFO)
 
 
 class StopRequest:
@@ -54,7 +57,7 @@ def serve_until_stopped(transport: Transport, settings: config.Settings, worker:
     stop.install()
     # A worker is forked with the stop signals blocked (see service.workers): now they are handled.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, workers.STOP_SIGNALS)
-    log.info("hello-api %s serving environment=%s on %s (threads=%d, connection_limit=%d)%s",
+    lifecycle.info("hello-api %s serving environment=%s on %s (threads=%d, connection_limit=%d)%s",
              __version__, settings.environment, transport.urls, settings.threads, transport.adj.connection_limit,
              f", {worker}, pid {os.getpid()}" if worker else "")
     if serving:
@@ -62,12 +65,12 @@ def serve_until_stopped(transport: Transport, settings: config.Settings, worker:
     # A worker whose supervisor was killed (SIGKILL: nothing forwarded) drains as if told to stop,
     # rather than serve on as an orphan; the event loop wakes at least once a second to notice.
     transport.serve(stopped=lambda: stop.count > 0 or orphaned())
-    log.info("Stop signal received: draining for up to %.1fs", settings.shutdown_grace)
+    lifecycle.info("Stop signal received: draining for up to %.1fs", settings.shutdown_grace)
     cut = transport.drain(settings.shutdown_grace, cut_short=lambda: stop.count > 1)
     if cut:
-        log.warning("Stopped; %d request(s) cut short, unanswered (exit status %d)", cut, EXIT_REQUESTS_CUT_SHORT)
+        lifecycle.warning("Stopped; %d request(s) cut short, unanswered (exit status %d)", cut, EXIT_REQUESTS_CUT_SHORT)
         return EXIT_REQUESTS_CUT_SHORT
-    log.info("Stopped cleanly")
+    lifecycle.info("Stopped cleanly")
     return EXIT_OK
 
 
@@ -142,6 +145,6 @@ def serve_with_workers(settings: config.Settings, count: int, access_log: Callab
         for sock in shared:
             sock.close()
 
-    log.info("hello-api %s: %d workers (APP_WORKERS=%s), each with %d threads and its own connection limit of %d",
+    lifecycle.info("hello-api %s: %d workers (APP_WORKERS=%s), each with %d threads and its own connection limit of %d",
              __version__, count, settings.workers, settings.threads, settings.connection_limit)
     return workers.Supervisor(count, worker_main, settings.shutdown_grace, release).run()

@@ -221,3 +221,12 @@ def test_build_commands_name_a_dockerfile_that_exists_so_they_can_be_run_as_prin
         command = build_command(VARIANTS[name], offline=False)
         assert "-" not in command[command.index("-f") + 1:command.index("-f") + 2]
         assert Path(command[command.index("-f") + 1]).read_text() == VARIANTS[name].dockerfile_text()
+
+
+def test_the_bench_help_shows_the_study_options_that_apply_without_a_sub_command(capsys):
+    from bench import cli
+    with pytest.raises(SystemExit):
+        cli.run(["--help"])
+    shown = capsys.readouterr().out
+    for option in ("--offline", "--quick", "--output OUTPUT", "--runs RUNS", "HELLO_API_IMAGE"):
+        assert option in shown, option

@@ -99,14 +99,17 @@ def test_a_crafted_path_cannot_forge_an_access_log_line(start_service):
     assert not any(line.startswith("FORGED") for line in out.splitlines())
 
 
-def test_log_level_warning_silences_the_access_log_and_the_info_lines(start_service):
-    running = start_service({"APP_LOG_LEVEL": "WARNING"})
+@pytest.mark.parametrize("level", ["WARNING", "ERROR"])
+def test_log_level_warning_or_error_silences_the_access_log_but_keeps_the_start_and_stop_lines(start_service, level):
+    running = start_service({"APP_LOG_LEVEL": level, "APP_PROT": "1"})
     for _ in range(3):
         requests.get(f"{running.url}/hello/quiet", timeout=5)
     code, out, err = running.stop()
     assert code == 0
     assert out == ""
-    assert "serving" not in err
+    assert " serving environment=development on " in err
+    assert "Stop signal received" in err and "Stopped cleanly" in err
+    assert ("APP_PROT" in err) == (level == "WARNING")  # a warning: shown at WARNING, not at ERROR
 
 
 def test_an_exception_in_the_app_answers_json_500_and_logs_the_traceback_on_stderr(start_service):
