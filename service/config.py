@@ -23,6 +23,7 @@ class Settings(NamedTuple):  # not a dataclass: importing dataclasses costs 1.5 
     receive_timeout: float = 5.0
     shutdown_grace: float = 5.0
     log_level: str = "INFO"
+    log_format: str = "text"
     workers: int | str = 1  # or "auto": resolved at start by service.workers.worker_count
 
 
@@ -90,6 +91,15 @@ def log_level(text: str) -> str:
     raise ValueError("one of DEBUG, INFO, WARNING, ERROR")
 
 
+LOG_FORMATS = ("text", "json")
+
+
+def log_format(text: str) -> str:
+    if text in LOG_FORMATS:
+        return text
+    raise ValueError("text (one line per event, the default) or json (one JSON object per line)")
+
+
 class Variable(NamedTuple):
     field: str  # the Settings field it sets
     parse: Callable[[str], Any]
@@ -115,6 +125,8 @@ VARIABLES: dict[str, Variable] = {
                                    "on SIGTERM/SIGINT, time for received requests to finish"),
     "APP_LOG_LEVEL": Variable("log_level", log_level, "DEBUG INFO WARNING ERROR",
                               "WARNING: no access log; ERROR: no warnings either. Start/stop lines: always"),
+    "APP_LOG_FORMAT": Variable("log_format", log_format, "text json",
+                               "json: one object per line (time level logger message ...); README, Logs"),
     "APP_WORKERS": Variable("workers", worker_setting, "'auto' or 1-64",
                             "waitress processes on the port; auto: CPUs allowed (affinity, cgroup quota)"),
 }
@@ -135,6 +147,12 @@ def load(environ: Mapping[str, str]) -> Settings:
     return Settings(**values)
 
 
+def requested_log_format(environ: Mapping[str, str]) -> str:
+    """APP_LOG_FORMAT if valid, else the default: the format of an error found before settings exist."""
+    requested = environ.get("APP_LOG_FORMAT", "")
+    return requested if requested in LOG_FORMATS else Settings().log_format
+
+
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """One warning per APP_* name this service does not read, naming a known one only when it is close
     (the names compared without the APP_ prefix, which every one shares)."""
@@ -152,6 +170,18 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     return warnings
 
 
+USAGE_NOTES = """\
+Logs: access lines on stdout, everything else on stderr, each line one write, stamped in UTC
+(2026-12-01T18:24:15.073Z). APP_LOG_FORMAT=json writes one object per line: time, level, logger,
+message; access lines (logger access) add client, method, target, status, duration_ms; a traceback
+is the traceback field; with several workers, pid on every line and worker on a worker's.
+
+Exit status: 0 after a stop signal, every received request answered; 1 when the port cannot be bound
+(or, with workers, a worker fails); 2 for an invalid value or argument; 3 after a stop that cut
+received requests short (the grace period ran out, or a second signal).
+"""
+
+
 def usage() -> str:
     """`--help`: every variable with its default and what it allows, from the table above."""
     defaults = Settings()
@@ -159,6 +189,4 @@ def usage() -> str:
             f"  {'':<22} {v.purpose}" for name, v in VARIABLES.items()]
     return ("usage: python -m service [--help | --version]\n\n"
             "Serves GET /health and GET /hello/<name> as JSON. Configured only by the environment:\n\n"
-            + "\n".join(rows) + "\n\nExit status: 0 after a stop signal, every received request answered; 1 when the "
-            "port cannot be bound\n(or, with workers, a worker fails); 2 for an invalid value or argument; 3 after a "
-            "stop that cut\nreceived requests short (the grace period ran out, or a second signal).\n")
+            + "\n".join(rows) + "\n\n" + USAGE_NOTES)

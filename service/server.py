@@ -13,9 +13,9 @@ import signal
 import sys
 from collections.abc import Callable
 
-from . import __version__, config, workers
+from . import __version__, config, logs, workers
 from .app import create_app
-from .transport import Transport, bind_listeners, fit_connection_limit, write_line
+from .transport import Transport, bind_listeners, fit_connection_limit
 
 log = logging.getLogger("service")
 # Start-up and stop lines: written whatever APP_LOG_LEVEL says (it chooses the access log and warnings).
@@ -25,10 +25,9 @@ EXIT_OK, EXIT_CANNOT_LISTEN, EXIT_BAD_CONFIGURATION = 0, 1, 2
 EXIT_REQUESTS_CUT_SHORT = workers.EXIT_REQUESTS_CUT_SHORT  # stopped; received requests went unanswered
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(settings: config.Settings) -> None:
     """Start-up, warnings and tracebacks go to stderr; the access log writes to stdout itself."""
-    logging.basicConfig(stream=sys.stderr, level=level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     lifecycle.setLevel(logging.INFO)
 
 
@@ -97,12 +96,12 @@ def main(arguments: list[str] | None = None) -> int:
     try:
         settings = config.load(os.environ)
     except config.ConfigError as problem:
-        print(f"hello-api: configuration error: {problem}", file=sys.stderr)
+        logs.plain_error(f"configuration error: {problem}", config.requested_log_format(os.environ))
         return EXIT_BAD_CONFIGURATION
-    configure_logging(settings.log_level)
+    configure_logging(settings)
     for warning in config.unknown_variables(os.environ):
         log.warning(warning)
-    access_log = write_line if logging.getLogger().isEnabledFor(logging.INFO) else None
+    access_log = logs.access_log(settings.log_format) if logging.getLogger().isEnabledFor(logging.INFO) else None
     count = workers.worker_count(settings.workers)
     if count > 1:
         return serve_with_workers(settings, count, access_log)
@@ -114,16 +113,16 @@ def main(arguments: list[str] | None = None) -> int:
 
 
 def cannot_listen(settings: config.Settings, problem: OSError) -> int:
-    print(f"hello-api: cannot listen on {settings.host} port {settings.port}: "
-          f"{problem.strerror or problem}. Free the port or choose another APP_PORT or APP_HOST.",
-          file=sys.stderr)
+    logs.plain_error(f"cannot listen on {settings.host} port {settings.port}: {problem.strerror or problem}. "
+                     "Free the port or choose another APP_PORT or APP_HOST.", settings.log_format)
     return EXIT_CANNOT_LISTEN
 
 
-def serve_with_workers(settings: config.Settings, count: int, access_log: Callable[[str], None] | None,
+def serve_with_workers(settings: config.Settings, count: int, access_log: logs.AccessLog | None,
                        reuse_port: bool = False) -> int:
     """APP_WORKERS > 1: bind the port here, once, then supervise `count` forked workers serving it.
     `reuse_port`: each worker binds its own SO_REUSEPORT socket instead (the bench compares the two)."""
+    logs.identify(os.getpid())
     try:
         shared = [] if reuse_port else bind_listeners(settings)
     except OSError as problem:
@@ -133,6 +132,7 @@ def serve_with_workers(settings: config.Settings, count: int, access_log: Callab
     settings = settings._replace(connection_limit=fit_connection_limit(settings.connection_limit))
 
     def worker_main(number: int, serving: Callable[[], None], orphaned: Callable[[], bool]) -> int:
+        logs.identify(os.getpid(), worker=number)
         try:
             sockets = bind_listeners(settings, reuse_port=True) if reuse_port else shared
             transport = Transport(create_app(settings.environment), settings, access_log, sockets)
@@ -145,6 +145,6 @@ def serve_with_workers(settings: config.Settings, count: int, access_log: Callab
         for sock in shared:
             sock.close()
 
-    lifecycle.info("hello-api %s: %d workers (APP_WORKERS=%s), each with %d threads and its own connection limit of %d",
-             __version__, count, settings.workers, settings.threads, settings.connection_limit)
+    lifecycle.info("hello-api %s: %d workers (APP_WORKERS=%s), each with %d threads and its own connection limit "
+                   "of %d", __version__, count, settings.workers, settings.threads, settings.connection_limit)
     return workers.Supervisor(count, worker_main, settings.shutdown_grace, release).run()

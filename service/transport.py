@@ -28,7 +28,6 @@ and why, and tests/test_hardening.py fails if a waitress upgrade changes one of 
 import contextlib
 import logging
 import math
-import os
 import re
 import resource
 import socket
@@ -46,6 +45,7 @@ from waitress.utilities import Error
 from .app import JSON_HEADERS, encode
 from .config import Settings
 from .healthcheck import HEALTHCHECK_AGENT
+from .logs import AccessLog
 
 log = logging.getLogger("service")
 
@@ -207,18 +207,17 @@ class LoggedTask:
         finally:
             access_log = self.channel.server.access_log
             if access_log is not None and not self.is_own_healthcheck():
-                access_log(self.access_line(time.perf_counter() - started))
+                self.log_answer(access_log, time.perf_counter() - started)
 
     def is_own_healthcheck(self) -> bool:
         """The image's HEALTHCHECK (every few seconds) is left out; a health check from elsewhere is not."""
         return (self.request.headers.get("USER_AGENT") == HEALTHCHECK_AGENT
                 and self.channel.addr[0] in LOOPBACK)
 
-    def access_line(self, seconds: float) -> str:
+    def log_answer(self, access_log: AccessLog, seconds: float) -> None:
         method, target = self.method_and_target()
-        return (f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {logged_field(str(self.channel.addr[0]), 64)} "
-                f"{logged_field(method, 32)} {logged_field(target, MAX_LOGGED_TARGET)} "
-                f"{self.status[:3]} {seconds * 1000:.2f}ms\n")
+        access_log(logged_field(str(self.channel.addr[0]), 64), logged_field(method, 32),
+                   logged_field(target, MAX_LOGGED_TARGET), self.status[:3], seconds)
 
     def method_and_target(self) -> tuple[str, str]:
         return self.request.command, self.request.request_uri
@@ -419,7 +418,7 @@ class HardenedChannel(HTTPChannel):
 
 class HardenedServer(TcpWSGIServer):
     channel_class = HardenedChannel
-    access_log: Callable[[str], None] | None = None
+    access_log: AccessLog | None = None
     receive_timeout = 5.0
     next_sweep = 0.0
     accept_paused_until = 0.0
@@ -627,7 +626,7 @@ class Transport:
     """Every listening socket of one process, their connections, and the worker threads. `sockets`:
     listening sockets bound already (by bind_listeners, shared by workers); None: bind them here."""
 
-    def __init__(self, app: Callable, settings: Settings, access_log: Callable[[str], None] | None,
+    def __init__(self, app: Callable, settings: Settings, access_log: AccessLog | None,
                  sockets: list[socket.socket] | None = None) -> None:
         self.adj = adjustments(settings, fit_connection_limit(settings.connection_limit))
         self.map: dict = {}
@@ -702,9 +701,11 @@ class Transport:
         for channel in self.channels():
             for request in list(channel.requests):
                 cut += 1
-                log.warning("request cut short by %s, unanswered: %s %s %s", why,
-                            logged_field(str(channel.addr[0]), 64), logged_field(request.command, 32),
-                            logged_field(request.request_uri, MAX_LOGGED_TARGET))
+                fields = {"client": logged_field(str(channel.addr[0]), 64),
+                          "method": logged_field(request.command, 32),
+                          "target": logged_field(request.request_uri, MAX_LOGGED_TARGET)}
+                log.warning("request cut short by %s, unanswered: %s %s %s", why, *fields.values(),
+                            extra={"fields": fields})
         return cut
 
     def cancel_threads(self) -> None:
@@ -713,11 +714,3 @@ class Transport:
         with self.dispatcher.lock:
             while self.dispatcher.queue:
                 self.dispatcher.queue.popleft().cancel()
-
-
-def write_line(line: str, descriptor: int = 1) -> None:
-    """One os.write per access line: no lock shared by the worker threads, no logging records on the hot
-    path (about twice the requests/s under load here). A line under PIPE_BUF bytes is written whole, so
-    lines from different threads never interleave."""
-    with contextlib.suppress(OSError):  # a closed stdout must not turn answers into errors
-        os.write(descriptor, line.encode("utf-8", "replace"))

@@ -76,14 +76,17 @@ def start_service():
     started: list[Running] = []
 
     def start(env: dict[str, str] | None = None, module: str = "service", wait: bool = True,
-              command: list[str] | None = None, preexec_fn=None) -> Running:
+              command: list[str] | None = None, preexec_fn=None, stdout_file: Path | None = None) -> Running:
+        """`stdout_file`: stdout goes there, not to a pipe (which holds 64 KiB unread, then blocks the server)."""
         port = free_port()
         environ = service_environment(**{"APP_PORT": str(port), "APP_HOST": "127.0.0.1",
                                          "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
                                          **(env or {})})
+        stdout = subprocess.PIPE if stdout_file is None else stdout_file.open("w")
         process = subprocess.Popen(command or [sys.executable, "-m", module], env=environ, cwd=ROOT,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   preexec_fn=preexec_fn)
+                                   stdout=stdout, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
+        if stdout_file is not None:
+            stdout.close()  # the child has its own copy
         running = Running(process, f"http://127.0.0.1:{port}", port)
         started.append(running)
         if wait:

@@ -24,7 +24,7 @@ from service.app import create_app
 from service.config import Settings
 from service.transport import QueueDepthSummary, Transport
 
-ACCESS_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d (?P<client>\S+) (?P<method>\S+) (?P<target>\S+) "
+ACCESS_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?P<client>\S+) (?P<method>\S+) (?P<target>\S+) "
                          r"(?P<status>\d{3}) (?P<ms>\d+\.\d\d)ms")
 
 

@@ -22,7 +22,7 @@ from raw_http import half_sent_requests
 from bench.workers import worker_pids
 from service import config, workers
 
-ACCESS_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d \S+ GET /(health|hello/load) 200 \d+\.\d\dms")
+ACCESS_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \S+ GET /(health|hello/load) 200 \d+\.\d\dms")
 LOAD_THREADS = 8
 
 
