@@ -1,5 +1,6 @@
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -50,6 +51,24 @@ def wait_for_health(url: str, seconds: float = 15.0) -> None:
             pass
         time.sleep(0.05)
     raise AssertionError(f"{url}/health did not answer 200 within {seconds}s")
+
+
+def wait_until(condition, what: str, seconds: float = 15.0) -> None:
+    """Wait for evidence (a file, a socket state, a count), not for a clock: fail only if it never comes."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not seen within {seconds}s")
+        time.sleep(0.01)
+
+
+def refuses_connections(port: int) -> bool:
+    """The port's listening sockets are closed (the drain has begun in every process serving it)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
 
 
 @dataclass
