@@ -64,7 +64,8 @@ def serve_until_stopped(transport: Transport, settings: config.Settings, worker:
     # A worker whose supervisor was killed (SIGKILL: nothing forwarded) drains as if told to stop,
     # rather than serve on as an orphan; the event loop wakes at least once a second to notice.
     transport.serve(stopped=lambda: stop.count > 0 or orphaned())
-    lifecycle.info("Stop signal received: draining for up to %.1fs", settings.shutdown_grace)
+    lifecycle.info("%s: draining for up to %.1fs", "Stop signal received" if stop.count else
+                   "The supervisor is gone (killed?)", settings.shutdown_grace)
     cut = transport.drain(settings.shutdown_grace, cut_short=lambda: stop.count > 1)
     if cut:
         lifecycle.warning("Stopped; %d request(s) cut short, unanswered (exit status %d)", cut, EXIT_REQUESTS_CUT_SHORT)
