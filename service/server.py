@@ -57,8 +57,8 @@ def serve_until_stopped(transport: Transport, settings: config.Settings, worker:
     # A worker is forked with the stop signals blocked (see service.workers): now they are handled.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, workers.STOP_SIGNALS)
     lifecycle.info("hello-api %s serving environment=%s on %s (threads=%d, connection_limit=%d)%s",
-             __version__, settings.environment, transport.urls, settings.threads, transport.adj.connection_limit,
-             f", {worker}, pid {os.getpid()}" if worker else "")
+                   __version__, settings.environment, transport.urls, settings.threads,
+                   transport.adj.connection_limit, f", {worker}, pid {os.getpid()}" if worker else "")
     if serving:
         serving()
     # A worker whose supervisor was killed (SIGKILL: nothing forwarded) drains as if told to stop,
@@ -81,10 +81,10 @@ def answer_arguments(arguments: list[str]) -> int | None:
         return None
     answers = {"--version": lambda: print(f"hello-api {__version__}"),
                "--help": lambda: print(config.usage(), end=""), "-h": lambda: print(config.usage(), end="")}
-    unexpected = arguments[1] if arguments[0] in answers and len(arguments) > 1 else arguments[0]
     if len(arguments) == 1 and arguments[0] in answers:
         answers[arguments[0]]()
         return EXIT_OK
+    unexpected = arguments[1] if arguments[0] in answers else arguments[0]
     print(f"hello-api: unexpected argument {unexpected!r}: the service is configured by APP_* environment "
           "variables only. See --help.", file=sys.stderr)
     return EXIT_BAD_CONFIGURATION

@@ -660,8 +660,10 @@ class Transport:
                         else f"http://{s.effective_host}:{s.effective_port}" for s in self.listeners)
 
     def wake(self) -> None:
-        """Interrupt the event loop's wait (safe from a signal handler)."""
-        self.listeners[0].pull_trigger()
+        """Interrupt the event loop's wait (safe from a signal handler, and once drained: a second signal
+        that arrives after the trigger was closed has nothing left to wake)."""
+        with contextlib.suppress(OSError):
+            self.listeners[0].pull_trigger()
 
     def serve(self, stopped: Callable[[], bool]) -> None:
         while not stopped():

@@ -85,6 +85,14 @@ def test_accepted_connections_are_not_held_back_by_nagles_algorithm():
         assert channel.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
+def test_a_signal_after_the_drain_closed_everything_is_harmless():
+    """A second SIGTERM reaching a worker that had already drained (its wake-up pipe closed) raised
+    EBADF from the signal handler: the worker exited 1 instead of 0."""
+    with transport_in_this_process(threads=1) as transport:
+        transport.drain(0, cut_short=lambda: True)
+        transport.wake()
+
+
 @contextlib.contextmanager
 def transport_in_this_process(threads: int):
     transport = Transport(create_app("test"), Settings(host="127.0.0.1", port=free_port(), threads=threads), None)
