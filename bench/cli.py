@@ -4,6 +4,7 @@ import argparse
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 from . import bases, commits, guarantees, images, latency, reliability, report, rollout, study, verify, workers
@@ -61,10 +62,27 @@ def main(argv: list[str] | None = None) -> int:
     return 1
 
 
+def option_lines(parser: argparse.ArgumentParser) -> str:
+    """A sub-command's options, one line each, for the top-level --help."""
+    lines = []
+    for action in parser._actions:
+        if not action.option_strings or "-h" in action.option_strings:
+            continue
+        value = f" {action.dest.upper()}" if action.nargs != 0 else ""
+        lines.append(textwrap.fill(f"{', '.join(action.option_strings)}{value}: {action.help}", width=100,
+                                   initial_indent="  ", subsequent_indent="      "))
+    return "\n".join(lines)
+
+
 def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command")
-    add_study_options(commands.add_parser("study", help="build all variants and run every study (default)"))
+    study_parser = commands.add_parser("study", help="build all variants and run every study (default)")
+    add_study_options(study_parser)
+    parser.epilog = ("without a sub-command, these options of `study` apply (python -m bench --offline --quick):\n"
+                     + option_lines(study_parser) + "\n\neach sub-command has its own: python -m bench SUB --help.\n"
+                     "HELLO_API_IMAGE names the image repository built and run (default hello-api).")
     make = commands.add_parser("bases", help="make both base images from Debian trixie packages (no registry)")
     make.add_argument("--rebuild", action="store_true", help="make them again even if they exist")
     add_bases_option(commands.add_parser("images", help="build hello-api:slim, :distroless, :micro and :lb (HAProxy)"))

@@ -264,7 +264,7 @@ def startup_study(tags: dict[str, str], noop_image: str, runs: int) -> dict:
     return {name: summary(values) for name, values in samples.items()}
 
 
-SERVING_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ service: .* serving ", re.MULTILINE)
+SERVING_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) \w+ service[\w.]*: .* serving ", re.MULTILINE)
 
 
 def epoch(text: str, pattern: str) -> float:
@@ -303,7 +303,7 @@ def startup_phases_once(tag: str) -> dict | None:
         docker("rm", "-f", name, check=False, quiet=True)
     if serving is None:
         return None
-    listening = epoch(serving[1], "%Y-%m-%d %H:%M:%S")
+    listening = epoch(serving[1], "%Y-%m-%dT%H:%M:%S")
     return {"docker": process_started - started, "python": listening - process_started,
             "first_answer": answered - listening, "total": answered - started}
 

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 PREFIX = "APP_"
+SUGGESTION_CUTOFF = 0.7  # difflib ratio of the names after APP_: PROT~PORT 0.75 is suggested, FOO~PORT 0.29 not
 
 
 class ConfigError(ValueError):
@@ -22,6 +23,7 @@ class Settings(NamedTuple):  # not a dataclass: importing dataclasses costs 1.5 
     receive_timeout: float = 5.0
     shutdown_grace: float = 5.0
     log_level: str = "INFO"
+    log_format: str = "text"
     workers: int | str = 1  # or "auto": resolved at start by service.workers.worker_count
 
 
@@ -56,19 +58,46 @@ def environment_name(text: str) -> str:
     raise ValueError("1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
 
 
+LISTEN_HOST_ALLOWED = "'*' (all interfaces) or an IP address such as 0.0.0.0, 127.0.0.1 or ::"
+
+
 def listen_host(text: str) -> str:
     if text == "*":
         return text
     try:
-        return str(ipaddress.ip_address(text))
+        address = ipaddress.ip_address(text)
     except ValueError:
-        raise ValueError("'*' (all interfaces) or an IP address such as 0.0.0.0, 127.0.0.1 or ::") from None
+        raise ValueError(LISTEN_HOST_ALLOWED) from None
+    unbindable = unbindable_reason(address)
+    if unbindable:
+        raise ValueError(f"{LISTEN_HOST_ALLOWED}; {text} is {unbindable}")
+    return str(address)
+
+
+def unbindable_reason(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """Why a listening socket cannot be bound to `address`, or "" when it may be."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return f"an IPv4-mapped IPv6 address, which a listening socket cannot bind: write {address.ipv4_mapped}"
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        return "an address with a zone (%...), which the listener cannot take: write it without the zone"
+    if address.is_multicast or address == ipaddress.IPv4Address("255.255.255.255"):
+        return "a multicast or broadcast address, which a TCP listener cannot bind: name one of this host's"
+    return ""
 
 
 def log_level(text: str) -> str:
     if text.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"):
         return text.upper()
     raise ValueError("one of DEBUG, INFO, WARNING, ERROR")
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def log_format(text: str) -> str:
+    if text in LOG_FORMATS:
+        return text
+    raise ValueError("text (one line per event, the default) or json (one JSON object per line)")
 
 
 class Variable(NamedTuple):
@@ -87,7 +116,7 @@ VARIABLES: dict[str, Variable] = {
                          "'*': 0.0.0.0, plus [::] where the host has IPv6"),
     "APP_THREADS": Variable("threads", whole_number(1, 256), "1-256", "worker threads"),
     "APP_CONNECTION_LIMIT": Variable("connection_limit", whole_number(10, 100_000), "10-100000",
-                                     "open connections; when full, the one waiting longest for a request is closed"),
+                                     "client connections; when full, the one waiting longest for a request is closed"),
     "APP_CHANNEL_TIMEOUT": Variable("channel_timeout", whole_number(1, 3600), "1-3600 s",
                                     "an idle keep-alive connection is closed after this"),
     "APP_RECEIVE_TIMEOUT": Variable("receive_timeout", seconds(0.5, 300), "0.5-300 s",
@@ -95,7 +124,9 @@ VARIABLES: dict[str, Variable] = {
     "APP_SHUTDOWN_GRACE": Variable("shutdown_grace", seconds(0, 60), "0-60 s",
                                    "on SIGTERM/SIGINT, time for received requests to finish"),
     "APP_LOG_LEVEL": Variable("log_level", log_level, "DEBUG INFO WARNING ERROR",
-                              "WARNING and above also silence the access log"),
+                              "WARNING: no access log; ERROR: no warnings either. Start/stop lines: always"),
+    "APP_LOG_FORMAT": Variable("log_format", log_format, "text json",
+                               "json: one object per line (time level logger message ...); README, Logs"),
     "APP_WORKERS": Variable("workers", worker_setting, "'auto' or 1-64",
                             "waitress processes on the port; auto: CPUs allowed (affinity, cgroup quota)"),
 }
@@ -116,8 +147,15 @@ def load(environ: Mapping[str, str]) -> Settings:
     return Settings(**values)
 
 
+def requested_log_format(environ: Mapping[str, str]) -> str:
+    """APP_LOG_FORMAT if valid, else the default: the format of an error found before settings exist."""
+    requested = environ.get("APP_LOG_FORMAT", "")
+    return requested if requested in LOG_FORMATS else Settings().log_format
+
+
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
-    """One warning per APP_* name this service does not read, naming the closest one it does."""
+    """One warning per APP_* name this service does not read, naming a known one only when it is close
+    (the names compared without the APP_ prefix, which every one shares)."""
     unknown = sorted(name for name in environ if name.startswith(PREFIX) and name not in VARIABLES)
     if not unknown:
         return []
@@ -125,10 +163,23 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
 
     warnings = []
     for name in unknown:
-        close = difflib.get_close_matches(name, VARIABLES, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(VARIABLES)}"
+        close = difflib.get_close_matches(name.removeprefix(PREFIX), [v.removeprefix(PREFIX) for v in VARIABLES],
+                                          n=1, cutoff=SUGGESTION_CUTOFF)
+        hint = f"did you mean {PREFIX}{close[0]}?" if close else f"known: {', '.join(VARIABLES)}"
         warnings.append(f"{name} is not a setting of this service and is ignored; {hint}")
     return warnings
+
+
+USAGE_NOTES = """\
+Logs: access lines on stdout, everything else on stderr, each line one write, stamped in UTC
+(2026-12-01T18:24:15.073Z). APP_LOG_FORMAT=json writes one object per line: time, level, logger,
+message; access lines (logger access) add client, method, target, status, duration_ms; a traceback
+is the traceback field; with several workers, pid on every line and worker on a worker's.
+
+Exit status: 0 after a stop signal, every received request answered; 1 when the port cannot be bound
+(or, with workers, a worker fails); 2 for an invalid value or argument; 3 after a stop that cut
+received requests short (the grace period ran out, or a second signal).
+"""
 
 
 def usage() -> str:
@@ -138,5 +189,4 @@ def usage() -> str:
             f"  {'':<22} {v.purpose}" for name, v in VARIABLES.items()]
     return ("usage: python -m service [--help | --version]\n\n"
             "Serves GET /health and GET /hello/<name> as JSON. Configured only by the environment:\n\n"
-            + "\n".join(rows) + "\n\nAn invalid value stops start-up with exit status 2; a port that cannot be "
-            "bound, with 1.\n")
+            + "\n".join(rows) + "\n\n" + USAGE_NOTES)

@@ -13,19 +13,22 @@ import signal
 import sys
 from collections.abc import Callable
 
-from . import __version__, config, workers
+from . import __version__, config, logs, workers
 from .app import create_app
-from .transport import Transport, bind_listeners, write_line
+from .transport import Transport, bind_listeners, fit_connection_limit
 
 log = logging.getLogger("service")
+# Start-up and stop lines: written whatever APP_LOG_LEVEL says (it chooses the access log and warnings).
+lifecycle = logging.getLogger("service.lifecycle")
 
 EXIT_OK, EXIT_CANNOT_LISTEN, EXIT_BAD_CONFIGURATION = 0, 1, 2
+EXIT_REQUESTS_CUT_SHORT = workers.EXIT_REQUESTS_CUT_SHORT  # stopped; received requests went unanswered
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(settings: config.Settings) -> None:
     """Start-up, warnings and tracebacks go to stderr; the access log writes to stdout itself."""
-    logging.basicConfig(stream=sys.stderr, level=level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
+    lifecycle.setLevel(logging.INFO)
 
 
 class StopRequest:
@@ -45,38 +48,44 @@ class StopRequest:
 
 
 def serve_until_stopped(transport: Transport, settings: config.Settings, worker: str = "",
-                        serving: Callable[[], None] | None = None) -> None:
-    """`worker` names one of several workers in the log; `serving` tells the supervisor it serves."""
+                        serving: Callable[[], None] | None = None,
+                        orphaned: Callable[[], bool] = lambda: False) -> int:
+    """`worker` names one of several workers in the log; `serving` tells the supervisor it serves;
+    `orphaned` is true once the supervisor is gone. Returns the exit status."""
     stop = StopRequest(wake=transport.wake)
     stop.install()
     # A worker is forked with the stop signals blocked (see service.workers): now they are handled.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, workers.STOP_SIGNALS)
-    log.info("hello-api %s serving environment=%s on %s (threads=%d, connection_limit=%d)%s",
-             __version__, settings.environment, transport.urls, settings.threads, transport.adj.connection_limit,
-             f", {worker}, pid {os.getpid()}" if worker else "")
+    lifecycle.info("hello-api %s serving environment=%s on %s (threads=%d, connection_limit=%d)%s",
+                   __version__, settings.environment, transport.urls, settings.threads,
+                   transport.adj.connection_limit, f", {worker}, pid {os.getpid()}" if worker else "")
     if serving:
         serving()
-    supervisor = os.getppid()
     # A worker whose supervisor was killed (SIGKILL: nothing forwarded) drains as if told to stop,
     # rather than serve on as an orphan; the event loop wakes at least once a second to notice.
-    orphaned = (lambda: os.getppid() != supervisor) if worker else (lambda: False)
     transport.serve(stopped=lambda: stop.count > 0 or orphaned())
-    log.info("Stop signal received: draining for up to %.1fs", settings.shutdown_grace)
+    lifecycle.info("%s: draining for up to %.1fs", "Stop signal received" if stop.count else
+                   "The supervisor is gone (killed?)", settings.shutdown_grace)
     cut = transport.drain(settings.shutdown_grace, cut_short=lambda: stop.count > 1)
-    log.info("Stopped%s", f"; {cut} connection(s) cut short" if cut else " cleanly")
+    if cut:
+        lifecycle.warning("Stopped; %d request(s) cut short, unanswered (exit status %d)", cut, EXIT_REQUESTS_CUT_SHORT)
+        return EXIT_REQUESTS_CUT_SHORT
+    lifecycle.info("Stopped cleanly")
+    return EXIT_OK
 
 
 def answer_arguments(arguments: list[str]) -> int | None:
-    """--help and --version answer and exit; anything else is refused. None: no arguments, serve."""
+    """--help and --version, alone, answer and exit; anything else is refused, naming the first argument
+    that was not expected. None: no arguments, serve."""
     if not arguments:
         return None
-    if arguments == ["--version"]:
-        print(f"hello-api {__version__}")
+    answers = {"--version": lambda: print(f"hello-api {__version__}"),
+               "--help": lambda: print(config.usage(), end=""), "-h": lambda: print(config.usage(), end="")}
+    if len(arguments) == 1 and arguments[0] in answers:
+        answers[arguments[0]]()
         return EXIT_OK
-    if arguments[0] in ("-h", "--help"):
-        print(config.usage(), end="")
-        return EXIT_OK
-    print(f"hello-api: unexpected argument {arguments[0]!r}: the service is configured by APP_* environment "
+    unexpected = arguments[1] if arguments[0] in answers else arguments[0]
+    print(f"hello-api: unexpected argument {unexpected!r}: the service is configured by APP_* environment "
           "variables only. See --help.", file=sys.stderr)
     return EXIT_BAD_CONFIGURATION
 
@@ -88,12 +97,12 @@ def main(arguments: list[str] | None = None) -> int:
     try:
         settings = config.load(os.environ)
     except config.ConfigError as problem:
-        print(f"hello-api: configuration error: {problem}", file=sys.stderr)
+        logs.plain_error(f"configuration error: {problem}", config.requested_log_format(os.environ))
         return EXIT_BAD_CONFIGURATION
-    configure_logging(settings.log_level)
+    configure_logging(settings)
     for warning in config.unknown_variables(os.environ):
         log.warning(warning)
-    access_log = write_line if logging.getLogger().isEnabledFor(logging.INFO) else None
+    access_log = logs.access_log(settings.log_format) if logging.getLogger().isEnabledFor(logging.INFO) else None
     count = workers.worker_count(settings.workers)
     if count > 1:
         return serve_with_workers(settings, count, access_log)
@@ -101,39 +110,42 @@ def main(arguments: list[str] | None = None) -> int:
         transport = Transport(create_app(settings.environment), settings, access_log)
     except OSError as problem:
         return cannot_listen(settings, problem)
-    serve_until_stopped(transport, settings)
-    return EXIT_OK
+    return serve_until_stopped(transport, settings)
 
 
 def cannot_listen(settings: config.Settings, problem: OSError) -> int:
-    print(f"hello-api: cannot listen on {settings.host} port {settings.port}: "
-          f"{problem.strerror or problem}. Free the port or choose another APP_PORT or APP_HOST.",
-          file=sys.stderr)
+    logs.plain_error(f"cannot listen on {settings.host} port {settings.port}: {problem.strerror or problem}. "
+                     "Free the port or choose another APP_PORT or APP_HOST.", settings.log_format)
     return EXIT_CANNOT_LISTEN
 
 
-def serve_with_workers(settings: config.Settings, count: int, access_log: Callable[[str], None] | None,
+def serve_with_workers(settings: config.Settings, count: int, access_log: logs.AccessLog | None,
                        reuse_port: bool = False) -> int:
     """APP_WORKERS > 1: bind the port here, once, then supervise `count` forked workers serving it.
     `reuse_port`: each worker binds its own SO_REUSEPORT socket instead (the bench compares the two)."""
+    logs.identify(os.getpid())
     try:
         shared = [] if reuse_port else bind_listeners(settings)
     except OSError as problem:
         return cannot_listen(settings, problem)
+    # Fitted here, once: the workers inherit the raised open-file limit and the fitted number, so a low
+    # hard limit is said in one warning, not one per worker, and every line gives the real figure.
+    settings = settings._replace(connection_limit=fit_connection_limit(settings.connection_limit))
 
-    def worker_main(number: int, serving: Callable[[], None]) -> int:
+    def worker_main(number: int, serving: Callable[[], None], orphaned: Callable[[], bool]) -> int:
+        logs.identify(os.getpid(), worker=number)
         try:
             sockets = bind_listeners(settings, reuse_port=True) if reuse_port else shared
             transport = Transport(create_app(settings.environment), settings, access_log, sockets)
         except OSError as problem:
             return cannot_listen(settings, problem)
-        serve_until_stopped(transport, settings, worker=f"worker {number} of {count}", serving=serving)
-        return EXIT_OK
+        return serve_until_stopped(transport, settings, worker=f"worker {number} of {count}", serving=serving,
+                                   orphaned=orphaned)
 
     def release() -> None:
         for sock in shared:
             sock.close()
 
-    log.info("hello-api %s: %d workers (APP_WORKERS=%s), each with %d threads and its own connection limit of %d",
-             __version__, count, settings.workers, settings.threads, settings.connection_limit)
+    lifecycle.info("hello-api %s: %d workers (APP_WORKERS=%s), each with %d threads and its own connection limit "
+                   "of %d", __version__, count, settings.workers, settings.threads, settings.connection_limit)
     return workers.Supervisor(count, worker_main, settings.shutdown_grace, release).run()

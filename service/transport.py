@@ -27,7 +27,7 @@ and why, and tests/test_hardening.py fails if a waitress upgrade changes one of 
 
 import contextlib
 import logging
-import os
+import math
 import re
 import resource
 import socket
@@ -45,6 +45,7 @@ from waitress.utilities import Error
 from .app import JSON_HEADERS, encode
 from .config import Settings
 from .healthcheck import HEALTHCHECK_AGENT
+from .logs import AccessLog
 
 log = logging.getLogger("service")
 
@@ -206,18 +207,17 @@ class LoggedTask:
         finally:
             access_log = self.channel.server.access_log
             if access_log is not None and not self.is_own_healthcheck():
-                access_log(self.access_line(time.perf_counter() - started))
+                self.log_answer(access_log, time.perf_counter() - started)
 
     def is_own_healthcheck(self) -> bool:
         """The image's HEALTHCHECK (every few seconds) is left out; a health check from elsewhere is not."""
         return (self.request.headers.get("USER_AGENT") == HEALTHCHECK_AGENT
                 and self.channel.addr[0] in LOOPBACK)
 
-    def access_line(self, seconds: float) -> str:
+    def log_answer(self, access_log: AccessLog, seconds: float) -> None:
         method, target = self.method_and_target()
-        return (f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {logged_field(str(self.channel.addr[0]), 64)} "
-                f"{logged_field(method, 32)} {logged_field(target, MAX_LOGGED_TARGET)} "
-                f"{self.status[:3]} {seconds * 1000:.2f}ms\n")
+        access_log(logged_field(str(self.channel.addr[0]), 64), logged_field(method, 32),
+                   logged_field(target, MAX_LOGGED_TARGET), self.status[:3], seconds)
 
     def method_and_target(self) -> tuple[str, str]:
         return self.request.command, self.request.request_uri
@@ -418,12 +418,17 @@ class HardenedChannel(HTTPChannel):
 
 class HardenedServer(TcpWSGIServer):
     channel_class = HardenedChannel
-    access_log: Callable[[str], None] | None = None
+    access_log: AccessLog | None = None
     receive_timeout = 5.0
     next_sweep = 0.0
     accept_paused_until = 0.0
     accept_failures = 0
     accept_failure_logged = 0.0
+    not_clients = 0  # dispatchers in the map that are no client's: listening sockets, wake-up pipes
+
+    def client_connections(self) -> int:
+        """Open client connections (waitress counts len(map) against the limit: 2 or 4 too many)."""
+        return len(self._map) - self.not_clients
 
     def waiting_channels(self) -> list[HardenedChannel]:
         return [c for c in self.active_channels.values() if c.waits_for_a_request()]
@@ -436,7 +441,7 @@ class HardenedServer(TcpWSGIServer):
             super().maintenance(time.time())  # waitress's idle timeout, on our clock's schedule
         if not self.accepting or now < self.accept_paused_until:
             return False
-        return len(self._map) < self.adj.connection_limit or bool(self.waiting_channels())
+        return self.client_connections() < self.adj.connection_limit or bool(self.waiting_channels())
 
     def maintenance(self, now: float) -> None:
         """Disabled: `readable` runs waitress's idle timeout itself, twice a second."""
@@ -470,7 +475,7 @@ class HardenedServer(TcpWSGIServer):
                 connection.close()
                 continue
             channel = self.channel_class(self, connection, self.fix_addr(address), self.adj, map=self._map)
-            if len(self._map) <= self.adj.connection_limit:
+            if self.client_connections() <= self.adj.connection_limit:
                 continue
             if evictable is None:
                 evictable = sorted(self.waiting_channels(), key=HardenedChannel.waiting_start, reverse=True)
@@ -503,13 +508,15 @@ class QueueDepthSummary(logging.Filter):
     """Swallows waitress's per-request "Task queue depth is N" and writes one line a period with the peak.
 
     The line means every worker thread was busy and requests waited for one: fine in a burst; if it
-    appears every period, add threads, workers or replicas.
+    appears every period, add threads, workers or replicas. The first queueing is said at once, with the
+    time since counting began (start-up), not the period.
     """
 
-    def __init__(self, period: float = QUEUE_SUMMARY_SECONDS) -> None:
+    def __init__(self, period: float = QUEUE_SUMMARY_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
-        self.period, self.peak, self.count = period, 0, 0
-        self.last_written = time.monotonic() - period  # the first queueing is said at once
+        self.period, self.clock, self.peak, self.count = period, clock, 0, 0
+        self.counting_since = clock()
+        self.last_written = -math.inf
 
     def filter(self, record: logging.LogRecord) -> bool:
         depth = record.args[0] if record.args and isinstance(record.args[0], int) else 0
@@ -518,12 +525,20 @@ class QueueDepthSummary(logging.Filter):
         return False
 
     def flush(self, force: bool = False) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if self.count and (force or now - self.last_written >= self.period):
             log.warning("all worker threads were busy: %d request(s) waited for one, at most %d at once, in the "
-                        "last %.0fs. Persistent? Raise APP_THREADS or run more replicas.",
-                        self.count, self.peak, min(now - self.last_written, self.period))
-            self.peak, self.count, self.last_written = 0, 0, now
+                        "last %.1fs. Persistent? Raise APP_THREADS or run more replicas.",
+                        self.count, self.peak, now - self.counting_since)
+            self.peak, self.count, self.last_written, self.counting_since = 0, 0, now, now
+
+
+def wait_until_threads_idle(dispatcher: ThreadedTaskDispatcher, seconds: float = 5.0) -> None:
+    """waitress counts a thread as busy until it first waits for a task: a request that arrives before
+    then is logged as queued. Start-up waits (briefly) for every thread to be waiting."""
+    deadline = time.monotonic() + seconds
+    while dispatcher.active_count > 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 # ---- building, serving, draining ---------------------------------------------------------------------
@@ -611,7 +626,7 @@ class Transport:
     """Every listening socket of one process, their connections, and the worker threads. `sockets`:
     listening sockets bound already (by bind_listeners, shared by workers); None: bind them here."""
 
-    def __init__(self, app: Callable, settings: Settings, access_log: Callable[[str], None] | None,
+    def __init__(self, app: Callable, settings: Settings, access_log: AccessLog | None,
                  sockets: list[socket.socket] | None = None) -> None:
         self.adj = adjustments(settings, fit_connection_limit(settings.connection_limit))
         self.map: dict = {}
@@ -629,7 +644,10 @@ class Transport:
         except OSError:
             wasyncore.close_all(self.map)
             raise
+        for listener in self.listeners:
+            listener.not_clients = len(self.map)  # before any connection: the listeners and their triggers
         self.dispatcher.set_thread_count(self.adj.threads)
+        wait_until_threads_idle(self.dispatcher)
 
     def listen_on(self, sockets: list[socket.socket] | None) -> list[tuple[tuple, socket.socket | None]]:
         if sockets is None:
@@ -642,8 +660,10 @@ class Transport:
                         else f"http://{s.effective_host}:{s.effective_port}" for s in self.listeners)
 
     def wake(self) -> None:
-        """Interrupt the event loop's wait (safe from a signal handler)."""
-        self.listeners[0].pull_trigger()
+        """Interrupt the event loop's wait (safe from a signal handler, and once drained: a second signal
+        that arrives after the trigger was closed has nothing left to wake)."""
+        with contextlib.suppress(OSError):
+            self.listeners[0].pull_trigger()
 
     def serve(self, stopped: Callable[[], bool]) -> None:
         while not stopped():
@@ -654,7 +674,8 @@ class Transport:
         return [d for d in self.map.values() if isinstance(d, HardenedChannel)]
 
     def drain(self, grace: float, cut_short: Callable[[], bool]) -> int:
-        """Stop accepting, finish what was received, close the rest. Returns connections cut short."""
+        """Stop accepting, finish what was received, close the rest. Returns the requests cut short: received
+        but not answered when the grace period ran out or `cut_short` said so (each logged)."""
         for listener in self.listeners:
             # The base-class close drops the listening socket but keeps the trigger that task threads
             # still pull to get their output flushed.
@@ -667,17 +688,31 @@ class Transport:
             if not self.channels():
                 break
             wasyncore.loop(timeout=0.02, map=self.map, use_poll=self.adj.asyncore_use_poll, count=1)
-        cut = len(self.channels())
+        cut = self.log_cut_requests("a second stop signal" if cut_short() else f"the {grace:g}s grace period")
         wasyncore.close_all(self.map)
-        # Threads still inside the app after the grace period are daemons: do not wait for them.
-        self.dispatcher.shutdown(cancel_pending=True, timeout=0 if cut else 1)
+        if cut:  # threads still inside the app are daemons: do not wait for them
+            self.cancel_threads()
+        else:
+            self.dispatcher.shutdown(cancel_pending=True, timeout=1)
         self.queue_summary.flush(force=True)
         return cut
 
+    def log_cut_requests(self, why: str) -> int:
+        """One warning per request received and not answered (being answered, or queued behind one)."""
+        cut = 0
+        for channel in self.channels():
+            for request in list(channel.requests):
+                cut += 1
+                fields = {"client": logged_field(str(channel.addr[0]), 64),
+                          "method": logged_field(request.command, 32),
+                          "target": logged_field(request.request_uri, MAX_LOGGED_TARGET)}
+                log.warning("request cut short by %s, unanswered: %s %s %s", why, *fields.values(),
+                            extra={"fields": fields})
+        return cut
 
-def write_line(line: str, descriptor: int = 1) -> None:
-    """One os.write per access line: no lock shared by the worker threads, no logging records on the hot
-    path (about twice the requests/s under load here). A line under PIPE_BUF bytes is written whole, so
-    lines from different threads never interleave."""
-    with contextlib.suppress(OSError):  # a closed stdout must not turn answers into errors
-        os.write(descriptor, line.encode("utf-8", "replace"))
+    def cancel_threads(self) -> None:
+        """waitress's shutdown, without its wait: its "N thread(s) still running" counts idle threads too."""
+        self.dispatcher.set_thread_count(0)
+        with self.dispatcher.lock:
+            while self.dispatcher.queue:
+                self.dispatcher.queue.popleft().cancel()

@@ -6,7 +6,8 @@ single process does, and supervises them:
 
 - SIGTERM/SIGINT are forwarded to every worker, which drains as a single process does; a second signal
   is forwarded too (it skips the rest of the grace period). The supervisor exits 0 once every worker has
-  finished cleanly; a worker still running at grace plus STOP_MARGIN_SECONDS is killed.
+  finished cleanly, 3 when a worker cut requests short (and none failed otherwise); a worker still
+  running at grace plus STOP_MARGIN_SECONDS is killed (exit 1).
 - A worker that dies after it started serving is logged and started again, after a back-off that
   doubles with each death in a row (RESTART_BACKOFF_SECONDS), so a crash loop cannot spin a core.
 - A worker that dies before it starts serving (its app cannot be built, for example) stops the whole
@@ -35,10 +36,11 @@ STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 STOP_MARGIN_SECONDS = 2.0  # beyond the grace period, before a worker that has not exited is killed
 RESTART_BACKOFF_SECONDS = (0.1, 10.0)  # first restart, ceiling; doubles per death in a row
 STEADY_SECONDS = 30.0  # a worker that served this long resets the back-off
-EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_OK, EXIT_FAILED, EXIT_REQUESTS_CUT_SHORT = 0, 1, 3  # 3: requests were cut short by the stop
 
-# A worker's life: (its number from 1, a callable to say "serving") -> exit status. Runs in the child.
-WorkerMain = Callable[[int, Callable[[], None]], int]
+# A worker's life: (its number from 1, a callable to say "serving", a callable that is true once the
+# supervisor is gone) -> exit status. Runs in the child.
+WorkerMain = Callable[[int, Callable[[], None], Callable[[], bool]], int]
 
 
 # ---- how many ----------------------------------------------------------------------------------------
@@ -102,6 +104,7 @@ class Supervisor:
         self.stop_deadline: float | None = None
         self.failed_to_start: str | None = None
         self.unclean_exits = 0
+        self.cut_short_exits = 0
 
     # Signals: handlers only count and forward; the loop wakes through the wake-up pipe.
     def on_stop_signal(self, signum: int, frame: object) -> None:
@@ -129,6 +132,7 @@ class Supervisor:
     # Starting a worker.
     def spawn(self, number: int) -> None:
         ready_read, ready_write = os.pipe()
+        supervisor = os.getpid()  # read before the fork: a supervisor killed at any moment after it is noticed
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # the worker unblocks once it handles them
         try:
             pid = os.fork()
@@ -140,12 +144,12 @@ class Supervisor:
             return
         if pid == 0:
             os.close(ready_read)
-            os._exit(self.run_child(number, ready_write))
+            os._exit(self.run_child(number, ready_write, orphaned=lambda: os.getppid() != supervisor))
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         os.close(ready_write)
         self.workers[pid] = Worker(number, pid, ready_read, time.monotonic())
 
-    def run_child(self, number: int, ready_write: int) -> int:
+    def run_child(self, number: int, ready_write: int, orphaned: Callable[[], bool]) -> int:
         """In the forked worker: undo the supervisor's signal set-up, then live the worker's life."""
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -158,7 +162,7 @@ class Supervisor:
                 os.close(ready_write)
 
         try:
-            return self.worker_main(number, serving)
+            return self.worker_main(number, serving, orphaned)
         except BaseException:  # a worker must never return into the supervisor's loop
             log.exception("worker %d failed", number)
             return EXIT_FAILED
@@ -184,7 +188,9 @@ class Supervisor:
         if self.failed_to_start is not None:
             log.error("%s; stopping the service. Its own error is above.", self.failed_to_start)
             return EXIT_FAILED
-        return EXIT_OK if self.unclean_exits == 0 else EXIT_FAILED
+        if self.unclean_exits:
+            return EXIT_FAILED
+        return EXIT_REQUESTS_CUT_SHORT if self.cut_short_exits else EXIT_OK
 
     def stop_all(self) -> None:
         self.on_stop_signal(signal.SIGTERM, None)
@@ -220,8 +226,10 @@ class Supervisor:
         served = worker.pid in self.ready
         self.ready.discard(worker.pid)
         if self.stop_deadline is not None:  # stopping: a clean drain ends with 0
-            self.unclean_exits += status != 0
-            if status != 0:
+            cut_short = os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_REQUESTS_CUT_SHORT
+            self.cut_short_exits += cut_short  # the worker has said which requests, itself
+            self.unclean_exits += status != 0 and not cut_short
+            if status != 0 and not cut_short:
                 log.warning("worker %d (pid %d) stopped with %s", worker.number, worker.pid, describe(status))
             return
         if not served:

@@ -1,5 +1,6 @@
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -52,6 +53,24 @@ def wait_for_health(url: str, seconds: float = 15.0) -> None:
     raise AssertionError(f"{url}/health did not answer 200 within {seconds}s")
 
 
+def wait_until(condition, what: str, seconds: float = 15.0) -> None:
+    """Wait for evidence (a file, a socket state, a count), not for a clock: fail only if it never comes."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not seen within {seconds}s")
+        time.sleep(0.01)
+
+
+def refuses_connections(port: int) -> bool:
+    """The port's listening sockets are closed (the drain has begun in every process serving it)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
 @dataclass
 class Running:
     process: subprocess.Popen
@@ -76,14 +95,17 @@ def start_service():
     started: list[Running] = []
 
     def start(env: dict[str, str] | None = None, module: str = "service", wait: bool = True,
-              command: list[str] | None = None, preexec_fn=None) -> Running:
+              command: list[str] | None = None, preexec_fn=None, stdout_file: Path | None = None) -> Running:
+        """`stdout_file`: stdout goes there, not to a pipe (which holds 64 KiB unread, then blocks the server)."""
         port = free_port()
         environ = service_environment(**{"APP_PORT": str(port), "APP_HOST": "127.0.0.1",
                                          "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
                                          **(env or {})})
+        stdout = subprocess.PIPE if stdout_file is None else stdout_file.open("w")
         process = subprocess.Popen(command or [sys.executable, "-m", module], env=environ, cwd=ROOT,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   preexec_fn=preexec_fn)
+                                   stdout=stdout, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
+        if stdout_file is not None:
+            stdout.close()  # the child has its own copy
         running = Running(process, f"http://127.0.0.1:{port}", port)
         started.append(running)
         if wait:

@@ -70,6 +70,43 @@ def read_until_closed(connection: socket.socket, seconds: float) -> tuple[bytes,
     return raw, False, False
 
 
+def read_answer(connection: socket.socket, seconds: float = 10.0) -> bytes:
+    """Read until one whole answer (headers and its Content-Length of body) has arrived; the connection
+    stays open."""
+    raw, deadline = b"", time.monotonic() + seconds
+    while not (answers := parse_answers(raw)) or len(answers[0].body) < int(answers[0].headers.get(
+            "content-length", "0")):
+        connection.settimeout(max(0.01, deadline - time.monotonic()))
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        raw += chunk
+    return raw
+
+
+def server_side_connections(port: int) -> int:
+    """Connections the server on this IPv4 port still holds open (established, or closed by the client
+    and not yet by the server), from /proc/net/tcp."""
+    local = f":{port:04X}"
+    with open("/proc/net/tcp") as table:
+        return sum(1 for line in table.readlines()[1:]
+                   if line.split()[1].endswith(local) and line.split()[3] in ("01", "08"))
+
+
+def unread_bytes_at_server(client: socket.socket) -> int | None:
+    """Bytes the server has not yet read from this client's IPv4 loopback connection (its receive queue in
+    /proc/net/tcp); None while the kernel lists no such connection."""
+    client_port = client.getsockname()[1]
+    server_port = client.getpeername()[1]
+    wanted = (f"0100007F:{server_port:04X}", f"0100007F:{client_port:04X}")
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if (fields[1], fields[2]) == wanted:
+                return int(fields[4].split(":")[1], 16)
+    return None
+
+
 def exchange(address: tuple[str, int], payload: bytes, seconds: float = 5.0) -> Exchange:
     """Send `payload` in one write, then read until the server closes or `seconds` pass."""
     with connect(address) as connection:

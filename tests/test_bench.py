@@ -221,3 +221,21 @@ def test_build_commands_name_a_dockerfile_that_exists_so_they_can_be_run_as_prin
         command = build_command(VARIANTS[name], offline=False)
         assert "-" not in command[command.index("-f") + 1:command.index("-f") + 2]
         assert Path(command[command.index("-f") + 1]).read_text() == VARIANTS[name].dockerfile_text()
+
+
+def test_the_bench_help_shows_the_study_options_that_apply_without_a_sub_command(capsys):
+    from bench import cli
+    with pytest.raises(SystemExit):
+        cli.run(["--help"])
+    shown = capsys.readouterr().out
+    for option in ("--offline", "--quick", "--output OUTPUT", "--runs RUNS", "HELLO_API_IMAGE"):
+        assert option in shown, option
+
+
+def test_the_start_up_study_reads_the_serving_line_s_utc_stamp():
+    from bench.measure import SERVING_LINE, epoch
+    stderr = ("2026-12-01T20:16:27.525Z WARNING service: APP_X is not a setting of this service\n"
+              "2026-12-01T20:16:27.531Z INFO service.lifecycle: hello-api 1.0.0 serving environment=x on http://[::]:5000\n")
+    serving = SERVING_LINE.search(stderr)
+    assert serving[1] == "2026-12-01T20:16:27.531Z"
+    assert epoch(serving[1], "%Y-%m-%dT%H:%M:%S") == 1796156187.531

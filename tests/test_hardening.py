@@ -3,11 +3,13 @@ and silent clients, pipelining, and the access log's bounds. Every case here was
 waitress 3.0.2 on its own (see service/transport.py); these tests fail if an upgrade changes that."""
 
 import re
+import select
 import socket
 import time
 
 import pytest
-from raw_http import connect, exchange, read_until_closed, request
+from conftest import wait_until
+from raw_http import connect, exchange, read_until_closed, request, server_side_connections, unread_bytes_at_server
 
 from bench.reliability import allow_open_files
 
@@ -280,16 +282,37 @@ def test_a_fresh_client_is_answered_while_1000_silent_and_50_dripping_sockets_ar
 
 def test_at_the_connection_limit_the_longest_waiting_connection_is_closed_first(start_service):
     running = start_service({"APP_CONNECTION_LIMIT": "10", "APP_RECEIVE_TIMEOUT": "60"})
+    wait_until(lambda: server_side_connections(running.port) == 0, "no connection left from start-up")
     oldest = connect(address(running))
-    time.sleep(0.1)
+    wait_until(lambda: unread_bytes_at_server(oldest) == 0, "the oldest connection established")
     others = [connect(address(running)) for _ in range(12)]
     try:
-        _, closed, _ = read_until_closed(oldest, 2)
+        _, closed, _ = read_until_closed(oldest, 10)
         assert closed
-        fresh = exchange(address(running), request("/health", "GET", CLOSE), seconds=2)
+        fresh = exchange(address(running), request("/health", "GET", CLOSE), seconds=10)
         assert fresh.only.status == 200
     finally:
         for connection in [oldest, *others]:
+            connection.close()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "*"])  # one listening socket, or two (and a wake-up pipe each)
+def test_the_connection_limit_counts_client_connections_only(start_service, host):
+    """APP_CONNECTION_LIMIT=10 holds 10 silent clients; the 11th closes exactly one, the oldest.
+    (waitress counts its listening sockets and wake-up pipes against the limit: 8 or 6 clients.)"""
+    running = start_service({"APP_CONNECTION_LIMIT": "10", "APP_RECEIVE_TIMEOUT": "300", "APP_HOST": host})
+    # The start-up health checks' connections gone first (one still being answered would count).
+    wait_until(lambda: server_side_connections(running.port) == 0, "no connection left from start-up")
+    silent = [connect(address(running)) for _ in range(10)]
+    try:
+        fresh = exchange(address(running), request("/health", "GET", CLOSE), seconds=5)
+        assert fresh.only.status == 200  # accepted after all 10, so each of them was accepted or evicted first
+        _, closed, _ = read_until_closed(silent[0], 5)
+        assert closed
+        still_open = [c for c in silent[1:] if not select.select([c], [], [], 0)[0]]
+        assert len(still_open) == 9
+    finally:
+        for connection in silent:
             connection.close()
 
 
