@@ -21,8 +21,9 @@ and why, and tests/test_hardening.py fails if a waitress upgrade changes one of 
   takes one); failures of accept() are summarised, not logged with a traceback each.
 - Transport: runs waitress's event loop itself and drains it on a stop signal (waitress's `run()` cancels
   queued requests when it stops), fitting the connection limit to the open-file limit first.
-- QueueDepthSummary: waitress warns "Task queue depth is N" on every queued request; this keeps the peak
-  and writes one line a period.
+- CountingDispatcher and QueueDepthSummary: waitress warns "Task queue depth is N" on every queued
+  request (a log record each, on the event loop's thread); this counts them, keeps the peak and writes
+  one line a period.
 """
 
 import contextlib
@@ -504,8 +505,8 @@ class HardenedServer(TcpWSGIServer):
 
 # ---- waitress's queue warning, summarised ------------------------------------------------------------
 
-class QueueDepthSummary(logging.Filter):
-    """Swallows waitress's per-request "Task queue depth is N" and writes one line a period with the peak.
+class QueueDepthSummary:
+    """Counts requests that waited for a worker thread and writes one line a period with the peak.
 
     The line means every worker thread was busy and requests waited for one: fine in a burst; if it
     appears every period, add threads, workers or replicas. The first queueing is said at once, with the
@@ -513,16 +514,13 @@ class QueueDepthSummary(logging.Filter):
     """
 
     def __init__(self, period: float = QUEUE_SUMMARY_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__()
         self.period, self.clock, self.peak, self.count = period, clock, 0, 0
         self.counting_since = clock()
         self.last_written = -math.inf
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        depth = record.args[0] if record.args and isinstance(record.args[0], int) else 0
+    def queued(self, depth: int) -> None:
+        """One request waited; the event loop's next turn writes the line when one is due."""
         self.peak, self.count = max(self.peak, depth), self.count + 1
-        self.flush()
-        return False
 
     def flush(self, force: bool = False) -> None:
         now = self.clock()
@@ -531,6 +529,24 @@ class QueueDepthSummary(logging.Filter):
                         "last %.1fs. Persistent? Raise APP_THREADS or run more replicas.",
                         self.count, self.peak, now - self.counting_since)
             self.peak, self.count, self.last_written, self.counting_since = 0, 0, now, now
+
+
+class CountingDispatcher(ThreadedTaskDispatcher):
+    """waitress's task queue, but a queued request is counted, not logged: waitress calls
+    `logger.warning("Task queue depth is %d")` for each one, and building that record (then filtering it
+    away) was a tenth of the event loop's time under load."""
+
+    def __init__(self, summary: QueueDepthSummary) -> None:
+        super().__init__()
+        self.summary = summary
+
+    def add_task(self, task: object) -> None:
+        with self.lock:
+            self.queue.append(task)
+            self.queue_cv.notify()
+            depth = len(self.queue) - (len(self.threads) - self.stop_count - self.active_count)
+        if depth > 0:
+            self.summary.queued(depth)
 
 
 def wait_until_threads_idle(dispatcher: ThreadedTaskDispatcher, seconds: float = 5.0) -> None:
@@ -631,8 +647,7 @@ class Transport:
         self.adj = adjustments(settings, fit_connection_limit(settings.connection_limit))
         self.map: dict = {}
         self.queue_summary = QueueDepthSummary()
-        logging.getLogger("waitress.queue").addFilter(self.queue_summary)
-        self.dispatcher = ThreadedTaskDispatcher()
+        self.dispatcher = CountingDispatcher(self.queue_summary)
         self.listeners: list[HardenedServer] = []
         try:
             for sockinfo, sock in self.listen_on(sockets):

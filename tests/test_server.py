@@ -99,7 +99,6 @@ def transport_in_this_process(threads: int):
     try:
         yield transport
     finally:
-        logging.getLogger("waitress.queue").removeFilter(transport.queue_summary)
         transport.drain(0, cut_short=lambda: True)
 
 
@@ -206,13 +205,11 @@ def test_the_first_queue_summary_says_the_time_since_start_up_not_the_period(cap
     now = [1000.0]
     summary = QueueDepthSummary(period=60, clock=lambda: now[0])
     now[0] += 0.3
-    queued = logging.LogRecord("waitress.queue", logging.WARNING, "", 0, "Task queue depth is %d", (1,), None)
     with caplog.at_level(logging.WARNING, logger="service"):
-        summary.filter(queued)  # the first: said at once
-        now[0] += 30
-        summary.filter(queued)  # within the period: counted
-        now[0] += 31
-        summary.filter(queued)  # the period is over: said
+        for elapsed in (0, 30, 31):  # the first is said at once; the next within the period only counted
+            now[0] += elapsed
+            summary.queued(1)
+            summary.flush()  # as the event loop does every turn
     assert [r.getMessage().split(". ")[0] for r in caplog.records] == [
         "all worker threads were busy: 1 request(s) waited for one, at most 1 at once, in the last 0.3s",
         "all worker threads were busy: 2 request(s) waited for one, at most 1 at once, in the last 61.0s"]

@@ -5,6 +5,7 @@ writable while its task thread was still sending, spun on select() and kept the 
 each answer waited for CPython's switch interval (the service served 0.25-0.5x what plain waitress serves).
 """
 
+import logging
 import socket
 import subprocess
 import sys
@@ -122,3 +123,21 @@ def test_a_connection_whose_task_thread_holds_its_output_is_not_polled_for_writi
             release.set()
             channel.total_outbufs_len = 0
             channel.requests.clear()
+
+
+def test_requests_that_wait_for_a_thread_are_counted_without_a_log_record_each(monkeypatch):
+    records = []
+    make_record = logging.Logger.makeRecord
+
+    def counting(self, *args, **kwargs):
+        record = make_record(self, *args, **kwargs)
+        records.append(record.getMessage())
+        return record
+    monkeypatch.setattr(logging.Logger, "makeRecord", counting)
+    with serving(threads=1) as (transport, port):
+        load(port, connections=16, requests=50)
+        summarised = transport.queue_summary.count + sum("waited for one" in r for r in records)
+    one_each = [r for r in records if "queue depth" in r.lower()]
+    assert summarised or one_each, "no request waited for the one thread: the load did not queue"
+    assert not one_each, f"{len(one_each)} log records, one per queued request"
+    assert len(records) <= 2, records  # the summary's first line, and at most one more
