@@ -15,14 +15,10 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import ROOT, in_ci, service_environment
-from raw_http import connect, exchange, half_sent_requests, read_until_closed, request
+from raw_http import address, connect, exchange, half_sent_requests, read_until_closed, request
 
 ACCESS_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d (?P<client>\S+) (?P<method>\S+) (?P<target>\S+) "
                          r"(?P<status>\d{3}) (?P<ms>\d+\.\d\d)ms")
-
-
-def address(running) -> tuple[str, int]:
-    return ("127.0.0.1", running.port)
 
 
 def test_serves_health_and_hello_over_http(start_service):
