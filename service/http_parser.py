@@ -132,6 +132,8 @@ def check_request_line(line: bytes) -> tuple[int, int]:
     if match is None:
         raise Malformed("The request line is not METHOD SP TARGET SP HTTP/x.y, or the target holds a space or a "
                         "control byte")
+    if match[2] == b"*" and match[1] != b"OPTIONS":
+        raise Malformed("The target * is only for OPTIONS (RFC 9112 section 3.2.4)")
     return int(match[3]), int(match[4])
 
 

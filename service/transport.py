@@ -1,21 +1,26 @@
 """HTTP/1.1 on waitress, hardened. The only module that reaches into waitress's internals.
 
 waitress 3.0.2 parses and frames requests; each override below says which of its behaviours it changes
-and why, and tests/test_hardening.py fails if a waitress upgrade changes one of them underneath:
+and why, and tests/test_hardening.py and tests/test_strict_http.py fail if a waitress upgrade changes one
+of them underneath. The grammar itself is service/http_parser.py (no waitress in it); this module plugs it in:
 
-- HardenedParser: a strict request line (no whitespace or control bytes in the target, HTTP/1.0 or 1.1
-  only); no request with both Transfer-Encoding and Content-Length, no Transfer-Encoding but exactly
-  `chunked`, none outside HTTP/1.1, no obs-fold (waitress frames these leniently: request smuggling);
-  a bare LF is refused at once (waitress waits for CRLF CRLF until the channel times out); a broken
-  absolute-form target is a 400 (waitress lets urlsplit's ValueError escape into its event loop).
+- HardenedParser: the header block found by http_parser.HeadScanner (each byte looked at once, a bare LF
+  or whitespace before the request line refused at once; waitress re-searches all it has on every read
+  and waits for CRLF CRLF), then held to http_parser's request-line, Host, Transfer-Encoding and
+  field-name rules (waitress frames several leniently: request smuggling) before waitress parses it; a
+  broken absolute-form target is a 400 (waitress lets urlsplit's ValueError escape into its event loop).
+- StrictChunkedReceiver: chunked bodies framed by http_parser.ChunkedBody (CRLF only, hex sizes,
+  well-formed extensions and trailers), the body limit counting data bytes; waitress's ChunkedReceiver
+  takes bare LFs and anything up to CRLF CRLF as trailers, and its limit counts framing.
 - JSONErrorTask: waitress's own error answers (400, 413, 431, 501, ...) in the service's JSON form with
   the same headers as the app's, logged like every other answer; text/plain and unlogged in waitress.
 - HardenedWSGITask: PATH_INFO is the path as sent (waitress merges leading slashes: `//x` becomes `/x`).
 - HardenedChannel: a lingering close after an error answer (read and discard for a moment, so the
   client reads the status instead of a reset); at most PIPELINE_DEPTH requests parsed ahead per
-  connection (waitress parses everything one read holds).
-- HardenedServer: a request must arrive whole within `receive_timeout` (waitress only times out idle
-  connections, and any byte restarts that clock); at the connection limit the connection waiting longest
+  connection (waitress parses everything one read holds); `100 Continue` only for a request still
+  waiting for its body (waitress sends it to one that failed or has no body, then never answers it).
+- HardenedServer: a request must arrive whole within `receive_timeout`, else a 408 (waitress only times out
+  idle connections, silently, and any byte restarts that clock); at the connection limit the connection waiting longest
   for a request is closed to admit a new one (waitress stops accepting: a few hundred silent sockets lock
   every client out); up to ACCEPT_BATCH connections are accepted per turn of the event loop (waitress
   takes one); failures of accept() are summarised, not logged with a traceback each.

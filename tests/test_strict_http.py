@@ -251,6 +251,8 @@ def test_rfc_9112_must_reject_cases_are_400(server):
         "underscore-content-length": get % b"Content_Length: 5",
         "underscore-transfer-encoding": get % b"Transfer_Encoding: chunked",
         "whitespace-before-first-field": b"GET /health HTTP/1.1\r\n Host: test\r\nHost: test\r\n\r\n",
+        "asterisk-form-not-options": b"GET * HTTP/1.1\r\nHost: test\r\n\r\n",
+        "http2-preface-as-1.1": b"PRI * HTTP/1.1\r\nHost: test\r\n\r\nSM\r\n\r\n",
     }, 400, "bad_request")
 
 
