@@ -6,7 +6,8 @@ raises a `Malformed` (answered 400), `UnsupportedCoding` (501), `BodyTooLarge` (
 
 - HeadScanner finds the end of a header block as its bytes arrive, looking at each byte once (waitress
   searched everything received so far on every read: quadratic under one-byte writes).
-- check_request_line and check_fields: the request line, Host, Transfer-Encoding and field-name rules.
+- check_request_line and check_fields: the request line, Host, Transfer-Encoding and field-name rules;
+  connection_options reads Connection as the list it is.
 - ChunkedBody decodes a chunked body strictly: CRLF only, hex sizes, RFC extensions, well-formed trailers;
   its limit counts data bytes, not framing.
 """
@@ -203,6 +204,11 @@ def check_transfer_encoding(version: tuple[int, int], encoding: bytes, has_lengt
     if b"chunked" in codings and codings[-1] != b"chunked":
         raise Malformed("Transfer-Encoding has chunked, but not as the last coding")
     raise UnsupportedCoding(encoding.decode("latin-1"))
+
+
+def connection_options(value: str) -> set[str]:
+    """The options of a Connection field (or several, joined with commas), lower case."""
+    return {option.strip(" \t").lower() for option in value.split(",")}
 
 
 # ---- a chunked body ----------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ of them underneath. The grammar itself is service/http_parser.py (no waitress in
   or whitespace before the request line refused at once; waitress re-searches all it has on every read
   and waits for CRLF CRLF), then held to http_parser's request-line, Host, Transfer-Encoding and
   field-name rules (waitress frames several leniently: request smuggling) before waitress parses it; a
-  broken absolute-form target is a 400 (waitress lets urlsplit's ValueError escape into its event loop).
+  broken absolute-form target is a 400 (waitress lets urlsplit's ValueError escape into its event loop);
+  Connection read as a list (waitress keeps a connection open on `close, close`).
 - StrictChunkedReceiver: chunked bodies framed by http_parser.ChunkedBody (CRLF only, hex sizes,
   well-formed extensions and trailers), the body limit counting data bytes; waitress's ChunkedReceiver
   takes bare LFs and anything up to CRLF CRLF as trailers, and its limit counts framing.
@@ -59,6 +60,7 @@ from .http_parser import (
     UnsupportedCoding,
     check_fields,
     check_request_line,
+    connection_options,
 )
 
 log = logging.getLogger("service")
@@ -249,6 +251,16 @@ class HardenedParser(HTTPRequestParser):
             raise self.refused(bad_request(f"The request target is not a valid URI ({problem})")) from None
         if self.chunked:
             self.body_rcv = StrictChunkedReceiver(self.body_rcv.getbuf())
+        self.read_connection_options()
+
+    def read_connection_options(self) -> None:
+        """waitress compares Connection with exactly `close` (HTTP/1.1) or `keep-alive` (HTTP/1.0), here and
+        in its task: `close, close`, or a second Connection field, kept the connection open. Read as a list."""
+        options = connection_options(self.headers.get("CONNECTION", ""))
+        if "close" in options:
+            self.headers["CONNECTION"], self.connection_close = "close", True
+        elif "keep-alive" in options and self.version == "1.0":
+            self.headers["CONNECTION"], self.connection_close = "keep-alive", False
 
     def refused(self, refusal: Refusal) -> ParsingError:
         self.refusal = refusal

@@ -256,6 +256,27 @@ def test_rfc_9112_must_reject_cases_are_400(server):
     }, 400, "bad_request")
 
 
+# ---- Connection is a list: `close` anywhere in it closes -------------------------------------------------
+
+def test_connection_close_among_several_options_or_fields_closes_after_the_answer(server):
+    get = b"GET /health HTTP/1.1\r\nHost: test\r\n%s\r\n\r\n"
+    cases = {"close-twice": get % b"Connection: close, close",
+             "two-fields": get % b"Connection: close\r\nConnection: close",
+             "close-and-keep-alive": get % b"Connection: keep-alive\r\nConnection: close",
+             "with-an-option": get % b"Connection: x-option, Close",
+             "http-1.0-keep-alive-and-close": b"GET /health HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n"}
+    for name, payload in cases.items():
+        result = exchange(address(server), payload + AFTER, seconds=3)
+        assert result.closed, name
+        assert [a.status for a in result.answers] == [200], f"{name}: {result.raw[:300]!r}"
+
+
+def test_http_1_0_keep_alive_among_several_options_keeps_the_connection(server):
+    result = exchange(address(server), b"GET /health HTTP/1.0\r\nConnection: keep-alive, x-option\r\n\r\n"
+                      + request("/hello/after", "GET", "Connection: close"), seconds=3)
+    assert [a.status for a in result.answers] == [200, 200]
+
+
 # ---- 6. the receive timeout answers 408 --------------------------------------------------------------
 
 @pytest.mark.parametrize("partial", [b"G", b"GET /health HTTP/1.1\r\nHost: test\r\n",
