@@ -337,3 +337,53 @@ def header_parse_work(header_bytes: int, monkeypatch) -> int:
 def test_parsing_a_header_block_sent_one_byte_at_a_time_costs_work_linear_in_its_size(monkeypatch):
     small, large = header_parse_work(4 * 1024, monkeypatch), header_parse_work(16 * 1024 - 200, monkeypatch)
     assert large / small <= 4.5, (small, large)
+
+
+# ---- the chunked decoder, whatever the reads' boundaries ------------------------------------------------
+
+def decode_in_pieces(body: bytes, piece: int) -> tuple[bytes, int]:
+    """(the data kept, the bytes consumed) when `body` and a request behind it arrive `piece` bytes a read."""
+    from service.http_parser import ChunkedBody
+
+    decoder, kept, consumed = ChunkedBody(64 * 1024, 16 * 1024), [], 0
+    stream = body + AFTER
+    for start in range(0, len(stream), piece):
+        if decoder.completed:
+            break
+        consumed += decoder.feed(stream[start:start + piece], kept.append)
+    assert decoder.completed
+    return b"".join(kept), consumed
+
+
+@pytest.mark.parametrize("piece", [1, 2, 3, 7, 4096])
+def test_a_chunked_body_decodes_the_same_and_ends_at_the_same_byte_however_its_reads_are_split(piece):
+    body = b'5;a="x y"\r\nhello\r\n00B\r\n, world and\r\n1\r\n!\r\n0\r\nX-T: 1\r\nX-U:\r\n\r\n'
+    assert decode_in_pieces(body, piece) == (b"hello, world and!", len(body))
+
+
+@pytest.mark.parametrize("piece", [1, 2, 5])
+@pytest.mark.parametrize("case", ["bare-lf-after-size", "bare-lf-after-data", "bare-cr-in-trailer",
+                                  "bare-lf-ends-trailers", "data-longer-than-size"])
+def test_a_badly_framed_chunked_body_is_refused_however_its_reads_are_split(piece, case):
+    from service.http_parser import ChunkedBody, Malformed
+
+    decoder, stream = ChunkedBody(64 * 1024, 16 * 1024), BAD_CHUNKED[case][len(CHUNKED):] + AFTER
+    with pytest.raises(Malformed):
+        for start in range(0, len(stream), piece):
+            decoder.feed(stream[start:start + piece], lambda data: None)
+
+
+@pytest.mark.parametrize("piece", [1, 2, 3, 4096])
+def test_the_header_block_ends_at_the_same_byte_however_its_reads_are_split(piece):
+    from service.http_parser import HeadScanner
+
+    head = b"\r\n\r\nGET /health HTTP/1.1\r\nHost: h\r\n\r\n"
+    scanner, stream, position = HeadScanner(), head + b"rest", 0
+    while True:
+        data = stream[position:position + piece]
+        taken = scanner.feed(data)
+        if taken >= 0:
+            break
+        position += len(data)
+    assert position + taken == len(head)
+    assert scanner.request_line() == b"GET /health HTTP/1.1"
