@@ -207,11 +207,12 @@ class HardenedParser(HTTPRequestParser):
             taken = self.head.feed(data)
         except Malformed as problem:
             return self.refuse(bad_request(str(problem)), len(data))
-        if taken < 0 and len(self.head.buffer) < self.adj.max_request_header_size:
-            return len(data)
-        # Whole (or over the limit: waitress answers 431): waitress parses it, once.
-        end = len(self.head.buffer) if taken < 0 else len(self.head.buffer) - len(data) + taken
-        block = bytes(self.head.buffer[self.head.start:end])  # without the empty lines before it
+        if taken < 0:  # more to come, unless it is over the limit already (empty lines before it count)
+            if len(self.head.buffer) < self.adj.max_request_header_size:
+                return len(data)
+            return self.refuse(headers_too_large(), len(data))
+        # Whole: waitress parses it, once (and answers 431 if it is over the limit).
+        block = bytes(self.head.buffer[self.head.start:len(self.head.buffer) - len(data) + taken])
         self.head.work += len(block)
         super().received(block)
         if self.refusal is not None:  # waitress turns every parse error into its own 400

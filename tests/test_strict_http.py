@@ -215,6 +215,10 @@ def test_empty_lines_before_a_request_line_are_skipped_as_rfc_9112_allows(server
     assert_each_served(server, {"one": b"\r\n" + request("/health"), "three": b"\r\n" * 3 + request("/health")}, 200)
 
 
+def test_empty_lines_before_a_request_line_count_toward_the_16_kib_header_limit(server):
+    assert_each_refused(server, {"8200-empty-lines": b"\r\n" * 8200 + request("/health")}, 431, "headers_too_large")
+
+
 # ---- 5. Transfer-Encoding whitespace: only SP and HTAB are optional whitespace ------------------------
 
 def test_a_transfer_encoding_with_other_whitespace_or_chunked_not_last_is_400_not_501(server):
