@@ -1,21 +1,27 @@
 """HTTP/1.1 on waitress, hardened. The only module that reaches into waitress's internals.
 
 waitress 3.0.2 parses and frames requests; each override below says which of its behaviours it changes
-and why, and tests/test_hardening.py fails if a waitress upgrade changes one of them underneath:
+and why, and tests/test_hardening.py and tests/test_strict_http.py fail if a waitress upgrade changes one
+of them underneath. The grammar itself is service/http_parser.py (no waitress in it); this module plugs it in:
 
-- HardenedParser: a strict request line (no whitespace or control bytes in the target, HTTP/1.0 or 1.1
-  only); no request with both Transfer-Encoding and Content-Length, no Transfer-Encoding but exactly
-  `chunked`, none outside HTTP/1.1, no obs-fold (waitress frames these leniently: request smuggling);
-  a bare LF is refused at once (waitress waits for CRLF CRLF until the channel times out); a broken
-  absolute-form target is a 400 (waitress lets urlsplit's ValueError escape into its event loop).
+- HardenedParser: the header block found by http_parser.HeadScanner (each byte looked at once, a bare LF
+  or whitespace before the request line refused at once; waitress re-searches all it has on every read
+  and waits for CRLF CRLF), then held to http_parser's request-line, Host, Transfer-Encoding and
+  field-name rules (waitress frames several leniently: request smuggling) before waitress parses it; a
+  broken absolute-form target is a 400 (waitress lets urlsplit's ValueError escape into its event loop);
+  Connection read as a list (waitress keeps a connection open on `close, close`).
+- StrictChunkedReceiver: chunked bodies framed by http_parser.ChunkedBody (CRLF only, hex sizes,
+  well-formed extensions and trailers), the body limit counting data bytes; waitress's ChunkedReceiver
+  takes bare LFs and anything up to CRLF CRLF as trailers, and its limit counts framing.
 - JSONErrorTask: waitress's own error answers (400, 413, 431, 501, ...) in the service's JSON form with
   the same headers as the app's, logged like every other answer; text/plain and unlogged in waitress.
 - HardenedWSGITask: PATH_INFO is the path as sent (waitress merges leading slashes: `//x` becomes `/x`).
 - HardenedChannel: a lingering close after an error answer (read and discard for a moment, so the
   client reads the status instead of a reset); at most PIPELINE_DEPTH requests parsed ahead per
-  connection (waitress parses everything one read holds).
-- HardenedServer: a request must arrive whole within `receive_timeout` (waitress only times out idle
-  connections, and any byte restarts that clock); at the connection limit the connection waiting longest
+  connection (waitress parses everything one read holds); `100 Continue` only for a request still
+  waiting for its body (waitress sends it to one that failed or has no body, then never answers it).
+- HardenedServer: a request must arrive whole within `receive_timeout`, else a 408 (waitress only times out
+  idle connections, silently, and any byte restarts that clock); at the connection limit the connection waiting longest
   for a request is closed to admit a new one (waitress stops accepting: a few hundred silent sockets lock
   every client out); up to ACCEPT_BATCH connections are accepted per turn of the event loop (waitress
   takes one); failures of accept() are summarised, not logged with a traceback each.
@@ -29,7 +35,6 @@ and why, and tests/test_hardening.py fails if a waitress upgrade changes one of 
 import contextlib
 import logging
 import math
-import re
 import resource
 import socket
 import time
@@ -37,6 +42,7 @@ from collections.abc import Callable
 
 from waitress import wasyncore
 from waitress.adjustments import Adjustments
+from waitress.buffers import OverflowableBuffer
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser, ParsingError
 from waitress.server import TcpWSGIServer
@@ -46,6 +52,17 @@ from waitress.utilities import Error
 from .app import JSON_HEADERS, encode
 from .config import Settings
 from .healthcheck import HEALTHCHECK_AGENT
+from .http_parser import (
+    BodyTooLarge,
+    ChunkedBody,
+    FieldsTooLarge,
+    HeadScanner,
+    Malformed,
+    UnsupportedCoding,
+    check_fields,
+    check_request_line,
+    connection_options,
+)
 from .logs import AccessLog
 
 log = logging.getLogger("service")
@@ -63,11 +80,6 @@ SPARE_DESCRIPTORS = 24  # stdio, listening sockets, waitress's wake-up pipes, a 
 MAX_LOGGED_TARGET = 512  # characters of the request target in an access line (PIPE_BUF is 4096)
 LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 
-TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-REQUEST_LINE = re.compile(rb"(" + TOKEN + rb") ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
-BARE_LF = re.compile(rb"(?<!\r)\n")
-NOT_A_REQUEST_LINE = re.compile(rb"[^\x20-\x7e\r]")
-TOKEN_LIST = re.compile(rb"\s*" + TOKEN + rb"(\s*,\s*" + TOKEN + rb")*\s*")
 
 
 # ---- refusals: every error answer's status, code and advice ------------------------------------------
@@ -91,18 +103,32 @@ def transfer_encoding_not_supported() -> Refusal:
                    "Transfer-Encoding other than chunked is not supported; send no body (or a chunked one).")
 
 
+def body_too_large() -> Refusal:
+    return Refusal(413, "Content Too Large", "body_too_large",
+                   f"The request body is {MAX_BODY_BYTES} bytes or more; no endpoint takes a body: send none.")
+
+
+def headers_too_large() -> Refusal:
+    return Refusal(431, "Request Header Fields Too Large", "headers_too_large",
+                   f"The request line and headers (or the chunked trailers) are {MAX_HEADER_BYTES} bytes or more; "
+                   "send fewer or smaller headers.")
+
+
+def request_timeout(seconds: float) -> Refusal:
+    return Refusal(408, "Request Timeout", "request_timeout",
+                   f"The request did not arrive whole within {seconds:g} s (APP_RECEIVE_TIMEOUT); send it at once, "
+                   "on a new connection.")
+
+
 def refusal_for(error: Error) -> Refusal:
     """waitress's own errors, as the service answers them."""
     if isinstance(error, Refusal):
         return error
     detail = str(error.body).rstrip(".")
     if error.code == 413:
-        return Refusal(413, "Content Too Large", "body_too_large",
-                       f"The request body is {MAX_BODY_BYTES} bytes or more; no endpoint takes a body: send none.")
+        return body_too_large()
     if error.code == 431:
-        return Refusal(431, "Request Header Fields Too Large", "headers_too_large",
-                       f"The request line and headers are {MAX_HEADER_BYTES} bytes or more; send fewer or smaller "
-                       "headers.")
+        return headers_too_large()
     if error.code == 501:
         return transfer_encoding_not_supported()
     if error.code == 400:
@@ -113,24 +139,98 @@ def refusal_for(error: Error) -> Refusal:
 
 # ---- parsing -----------------------------------------------------------------------------------------
 
-class HardenedParser(HTTPRequestParser):
-    refusal: Refusal | None = None
-    sent_line = b""  # the request line as far as it arrived, for the access log
+class StrictChunkedReceiver:
+    """waitress's body-receiver interface around http_parser.ChunkedBody (waitress's ChunkedReceiver takes
+    an LF for a line end, empty lines for chunk sizes and anything up to CRLF CRLF for trailers, and its
+    limit counts the framing)."""
+
+    completed = False
+    error: Refusal | None = None
+
+    def __init__(self, buf: OverflowableBuffer) -> None:
+        self.buf = buf
+        self.body = ChunkedBody(MAX_BODY_BYTES, MAX_HEADER_BYTES)
+
+    def __len__(self) -> int:
+        return len(self.buf)
 
     def received(self, data: bytes) -> int:
-        if self.error is not None:
-            return len(data)  # the connection closes after the error answer: nothing more to parse
-        if self.body_rcv is None and not self.completed:
-            head = self.header_plus + data
-            self.sent_line = head.lstrip(b"\r\n").split(b"\r\n", 1)[0][:2048]
-            end = head.find(b"\r\n\r\n")
-            if BARE_LF.search(head if end < 0 else head[:end + 4]):
-                return self.refuse(bad_request("A line ends in a bare LF"), len(data))
-            if NOT_A_REQUEST_LINE.search(self.sent_line):  # TLS, binary: no use waiting for a CRLF
-                return self.refuse(bad_request("The request line holds bytes that are not text"), len(data))
-        consumed = super().received(data)
+        try:
+            consumed = self.body.feed(data, self.buf.append)
+        except (Malformed, BodyTooLarge, FieldsTooLarge) as problem:
+            self.error = refusal_for_problem(problem)
+            return len(data)
+        self.completed = self.body.completed
+        return consumed
+
+    def getfile(self):  # a file object of waitress's buffer
+        return self.buf.getfile()
+
+    def getbuf(self) -> OverflowableBuffer:
+        return self.buf
+
+
+def refusal_for_problem(problem: ValueError) -> Refusal:
+    """http_parser's refusals, as the service answers them."""
+    if isinstance(problem, UnsupportedCoding):
+        return transfer_encoding_not_supported()
+    if isinstance(problem, BodyTooLarge):
+        return body_too_large()
+    if isinstance(problem, FieldsTooLarge):
+        return headers_too_large()
+    return bad_request(str(problem))
+
+
+class HardenedParser(HTTPRequestParser):
+    """waitress's parser, fed the header block once it is whole (found by http_parser.HeadScanner, which
+    looks at each byte once and refuses a bare LF at once), held to http_parser's rules, with a strict
+    chunked receiver."""
+
+    refusal: Refusal | None = None
+
+    def __init__(self, adj: Adjustments) -> None:
+        super().__init__(adj)
+        self.head = HeadScanner()
+
+    @property
+    def sent_line(self) -> bytes:
+        """The request line as far as it arrived, for the access log."""
+        return self.head.request_line()
+
+    def begun(self) -> bool:
+        return self.headers_finished or self.head.begun()
+
+    def received(self, data: bytes) -> int:
+        if self.error is not None or self.completed:
+            return len(data) if self.error is not None else 0
+        if self.body_rcv is not None:
+            return self.received_body(data)
+        try:
+            taken = self.head.feed(data)
+        except Malformed as problem:
+            return self.refuse(bad_request(str(problem)), len(data))
+        if taken < 0:  # more to come, unless it is over the limit already (empty lines before it count)
+            if len(self.head.buffer) < self.adj.max_request_header_size:
+                return len(data)
+            return self.refuse(headers_too_large(), len(data))
+        # Whole: waitress parses it, once (and answers 431 if it is over the limit).
+        block = bytes(self.head.buffer[self.head.start:len(self.head.buffer) - len(data) + taken])
+        self.head.work += len(block)
+        super().received(block)
         if self.refusal is not None:  # waitress turns every parse error into its own 400
             self.error = self.refusal
+        return len(data) if taken < 0 else taken
+
+    def received_body(self, data: bytes) -> int:
+        """waitress's, without its body limit (which counts chunk framing: the receivers apply it)."""
+        receiver = self.body_rcv
+        consumed = receiver.received(data)
+        if receiver.error:
+            self.error, self.completed = receiver.error, True
+        elif receiver.completed:
+            self.completed = True
+            if self.chunked:  # the app sees a body of known length, as in waitress
+                self.headers["CONTENT_LENGTH"] = str(len(receiver))
         return consumed
 
     def refuse(self, refusal: Refusal, consumed: int) -> int:
@@ -140,47 +240,34 @@ class HardenedParser(HTTPRequestParser):
 
     def parse_header(self, header_plus: bytes) -> None:
         line, _, fields = header_plus.partition(b"\r\n")
-        self.check_request_line(line.rstrip(b"\r\n"))
-        self.check_framing(line, fields)
+        try:
+            version = check_request_line(line)
+            if version not in ((1, 0), (1, 1)):
+                raise self.refused(Refusal(505, "HTTP Version Not Supported", "http_version_not_supported",
+                                           "Only HTTP/1.0 and HTTP/1.1 are served; send HTTP/1.1."))
+            check_fields(version, fields)
+        except (Malformed, UnsupportedCoding) as problem:
+            raise self.refused(refusal_for_problem(problem)) from None
         try:
             super().parse_header(header_plus)
         except ValueError as problem:  # urlsplit's, for targets such as http://[
             raise self.refused(bad_request(f"The request target is not a valid URI ({problem})")) from None
+        if self.chunked:
+            self.body_rcv = StrictChunkedReceiver(self.body_rcv.getbuf())
+        self.read_connection_options()
+
+    def read_connection_options(self) -> None:
+        """waitress compares Connection with exactly `close` (HTTP/1.1) or `keep-alive` (HTTP/1.0), here and
+        in its task: `close, close`, or a second Connection field, kept the connection open. Read as a list."""
+        options = connection_options(self.headers.get("CONNECTION", ""))
+        if "close" in options:
+            self.headers["CONNECTION"], self.connection_close = "close", True
+        elif "keep-alive" in options and self.version == "1.0":
+            self.headers["CONNECTION"], self.connection_close = "keep-alive", False
 
     def refused(self, refusal: Refusal) -> ParsingError:
         self.refusal = refusal
         return ParsingError(refusal.message)
-
-    def check_request_line(self, line: bytes) -> None:
-        match = REQUEST_LINE.fullmatch(line)
-        if match is None:
-            raise self.refused(bad_request(
-                "The request line is not METHOD SP TARGET SP HTTP/x.y, or the target holds a space or a "
-                "control byte"))
-        if match[3] != b"1" or match[4] not in (b"0", b"1"):
-            raise self.refused(Refusal(505, "HTTP Version Not Supported", "http_version_not_supported",
-                                       "Only HTTP/1.0 and HTTP/1.1 are served; send HTTP/1.1."))
-
-    def check_framing(self, line: bytes, fields: bytes) -> None:
-        names, encoding = set(), None
-        for field in fields.split(b"\r\n"):
-            if field[:1] in (b" ", b"\t"):
-                raise self.refused(bad_request("A header line is folded (starts with a space or tab)"))
-            name, _, value = field.partition(b":")
-            names.add(name.lower())
-            if name.lower() == b"transfer-encoding":
-                encoding = value if encoding is None else encoding + b"," + value
-        if encoding is None:
-            return
-        if not line.endswith(b"HTTP/1.1"):
-            raise self.refused(bad_request("Transfer-Encoding is only allowed in HTTP/1.1"))
-        if b"content-length" in names:
-            raise self.refused(bad_request("The request has both Transfer-Encoding and Content-Length"))
-        if encoding.strip(b" \t").lower() == b"chunked":
-            return
-        if TOKEN_LIST.fullmatch(encoding):
-            raise self.refused(transfer_encoding_not_supported())
-        raise self.refused(bad_request("Transfer-Encoding is malformed"))
 
 
 # ---- tasks: answering, and the access log ------------------------------------------------------------
@@ -308,6 +395,30 @@ class HardenedChannel(HTTPChannel):
                 data = self.parse_one(data)
             self.unparsed = data
         return True
+
+    def send_continue(self) -> None:
+        """waitress's, but only for a request still waiting for its body: waitress sends `100 Continue` to a
+        request that has already failed (413, 400) or has no body, then marks it incomplete, so it is never
+        answered. Such a request is answered at once instead."""
+        if self.request.completed:
+            self.request.expect_continue = False
+            return
+        super().send_continue()
+
+    def time_out(self, seconds: float) -> None:
+        """The request has not arrived whole in time: a 408 if some of it came and nothing else is waiting to
+        be written (then the lingering close); a connection that sent nothing is closed without a word."""
+        self.receiving_since = None
+        request = self.request
+        if request is None or not request.begun() or self.total_outbufs_len or not self.connected:
+            self.will_close = True
+            return
+        request.error = request.refusal = request_timeout(seconds)
+        request.completed = True
+        with self.requests_lock:
+            self.request, self.unparsed = None, b""
+            self.requests.append(request)
+            self.server.add_task(self)
 
     def parse_one(self, data: bytes) -> bytes:
         """Feed one request's worth of `data` to the parser (waitress's loop body); return the rest."""
@@ -454,7 +565,7 @@ class HardenedServer(TcpWSGIServer):
                 channel.close_now()
             elif (channel.receiving_since is not None and not channel.requests
                   and now - channel.receiving_since > self.receive_timeout):
-                channel.will_close = True
+                channel.time_out(self.receive_timeout)
 
     def handle_accept(self) -> None:
         """Accept what is waiting, up to ACCEPT_BATCH (waitress takes one per turn of the event loop, and

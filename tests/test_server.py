@@ -19,6 +19,7 @@ import pytest
 import requests
 from conftest import ROOT, in_ci, refuses_connections, service_environment, wait_until
 from raw_http import (
+    address,
     connect,
     exchange,
     half_sent_requests,
@@ -37,10 +38,6 @@ from service.transport import QueueDepthSummary, Transport
 
 ACCESS_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?P<client>\S+) (?P<method>\S+) (?P<target>\S+) "
                          r"(?P<status>\d{3}) (?P<ms>\d+\.\d\d)ms")
-
-
-def address(running) -> tuple[str, int]:
-    return ("127.0.0.1", running.port)
 
 
 def test_serves_health_and_hello_over_http(start_service):
