@@ -41,7 +41,7 @@ start_engine() {
 }
 
 if can_apt; then
-  apt_install debootstrap wrk ca-certificates  # local bases; the load generator
+  apt_install debootstrap wrk curl ca-certificates  # local bases; the load generator; the README's examples
 fi
 choose_client
 if ! engine_answers; then
