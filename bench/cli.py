@@ -7,7 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from . import bases, commits, guarantees, images, latency, reliability, report, rollout, study, verify, workers
+from . import bases, commits, guarantees, images, latency, profile, reliability, report, rollout, study, verify, workers
 from .docker import DockerError
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest"
@@ -35,8 +35,9 @@ def has_rollout(directory: Path) -> bool:
 
 def has_study(directory: Path) -> bool:
     """The image study's results, or nothing else either: then report.check says what is missing."""
+    others = ("workers.json", "latency.json", "commits.json", "profile.json")
     return (directory / "results.json").is_file() or not (
-        has_rollout(directory) or (directory / "workers.json").is_file() or (directory / "latency.json").is_file())
+        has_rollout(directory) or any((directory / name).is_file() for name in others))
 
 
 def guarantees_broken(directory: Path) -> list[str]:
@@ -110,6 +111,12 @@ def run(argv: list[str]) -> int:
     history.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
     history.add_argument("--seconds", type=int, default=5, help="seconds per wrk run (default 5)")
     history.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default {DEFAULT_OUTPUT}")
+    sampled = commands.add_parser("profile", help="py-spy of the service at revisions (default HEAD) and of plain "
+                                                  "waitress under wrk load, on loopback (a minute)")
+    sampled.add_argument("revisions", nargs="*", default=["HEAD"], help="git revisions (default HEAD)")
+    sampled.add_argument("--seconds", type=int, default=profile.SECONDS, help=f"per recording (default "
+                                                                               f"{profile.SECONDS})")
+    sampled.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default {DEFAULT_OUTPUT}")
     render = commands.add_parser("report", help="render the reports and charts again from their JSON")
     render.add_argument("directory", type=Path)
     complete = commands.add_parser("check", help="check that a results directory is complete and renders")
@@ -169,6 +176,8 @@ def run(argv: list[str]) -> int:
         latency.run_latency(images.choose_offline(options.bases), options.quick, options.output)
         if (options.output / "results.json").is_file():
             study.rerender(options.output)  # so report.md links the latency results beside it
+    elif options.command == "profile":
+        profile.run_profile(options.revisions, options.seconds, options.output)
     elif options.command == "commits":
         commits.run_commits(options.revisions, options.rounds, options.seconds, options.output)
     elif options.command == "workers":
@@ -183,12 +192,15 @@ def run(argv: list[str]) -> int:
             rollout.render(options.directory)
         workers.rerender(options.directory)
         latency.rerender(options.directory)
+        commits.rerender(options.directory)
+        profile.rerender(options.directory)
     elif options.command == "check":
         problems = report.check(options.directory) if has_study(options.directory) else []
         if has_rollout(options.directory):
             problems += rollout.check(options.directory)
         problems += guarantees_broken(options.directory) + workers.check(options.directory)
-        problems += latency.check(options.directory)
+        problems += latency.check(options.directory) + commits.check(options.directory)
+        problems += profile.check(options.directory)
         for problem in problems:
             print(f"bench check: {problem}", file=sys.stderr)
         if problems:

@@ -45,14 +45,13 @@ def run_commits(revisions: list[str], rounds: int, seconds: int, output: Path) -
         targets = {rev: stack.enter_context(host_server("service", THREADS, source_tree(rev, Path(work))))
                    for rev in revisions}
         targets[CONTROL] = stack.enter_context(host_server("plain", THREADS))
-        for host, port in targets.values():
-            wrk(port, 1, CONNECTIONS, host=host)  # warm-up
+        for target in targets.values():
+            wrk(target.port, 1, CONNECTIONS, host=target.host)  # warm-up
         with quietness.around("alternating rounds"):
             for number in range(rounds):
                 order = list(targets) if number % 2 == 0 else list(targets)[::-1]
                 for label in order:
-                    host, port = targets[label]
-                    samples[label].append(wrk(port, seconds, CONNECTIONS, host=host))
+                    samples[label].append(wrk(targets[label].port, seconds, CONNECTIONS, host=targets[label].host))
                 progress(f"round {number + 1}/{rounds}: " + ", ".join(
                     f"{label} {runs[-1]['requests_per_second']:,.0f}" for label, runs in samples.items()))
     results = {"command": "python -m bench commits " + " ".join(revisions), "rounds": rounds, "seconds": seconds,
@@ -86,3 +85,17 @@ alternating rounds of `wrk --latency -t2 -c{results['connections']} -d{results['
 
 {table(["server", "commit", "req/s", "× plain waitress", "p99"], rows)}
 """
+
+
+def rerender(directory: Path) -> None:
+    if (directory / "commits.json").is_file():
+        (directory / "commits.md").write_text(markdown(json.loads((directory / "commits.json").read_text())))
+
+
+def check(directory: Path) -> list[str]:
+    if not (directory / "commits.json").is_file():
+        return []
+    rendered = markdown(json.loads((directory / "commits.json").read_text()))
+    if not (directory / "commits.md").is_file() or (directory / "commits.md").read_text() != rendered:
+        return ["commits.md is missing or not what commits.json renders to: run python -m bench report DIR"]
+    return []

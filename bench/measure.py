@@ -198,6 +198,11 @@ def running(tag: str, *args: str):
         docker("rm", "-f", name, check=False, quiet=True)
 
 
+def container_ip(name: str) -> str:
+    """A container's address on Docker's default bridge: the route to it without the port proxy."""
+    return docker("inspect", "--format", "{{.NetworkSettings.IPAddress}}", name, quiet=True).stdout.strip()
+
+
 def get_status(port: int, path: str = "/health", timeout: float = 0.2, host: str = "127.0.0.1") -> int | None:
     connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:

@@ -1,7 +1,8 @@
 """How quiet the machine was: the load average, and the CPU the machine spent while the bench itself was idle.
 
 Before and after each measurement the bench sits still for a moment (its containers idle, no load
-generator running) and reads /proc/stat: whatever CPU the machine spent then was spent by something else.
+generator running; after a measurement, a second first, while Docker drains the containers' logs) and
+reads /proc/stat: whatever CPU the machine spent then was spent by something else.
 A run during which that exceeded BUSY_CPUS is marked noisy in its report; its ratios, measured side by
 side, still hold better than its absolute figures.
 """
@@ -10,6 +11,7 @@ import os
 import time
 
 WINDOW_SECONDS = 0.5
+SETTLE_SECONDS = 1.0  # after a measurement, before its sample: Docker drains the containers' logs meanwhile
 BUSY_CPUS = 0.15  # CPUs' worth of work by others while the bench was idle that makes a run noisy
 
 
@@ -46,6 +48,7 @@ class Quietness:
         return _Around(self, label)
 
     def record(self, label: str) -> None:
+        time.sleep(SETTLE_SECONDS)  # dockerd writing a burst of access lines is the bench's own, not others'
         self.samples.append(sample(label))
 
     def summary(self) -> dict:

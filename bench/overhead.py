@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .docker import ROOT, docker, progress
-from .measure import CONTAINER_PORT, becomes_healthy_at, free_port, summary, wrk
+from .measure import CONTAINER_PORT, becomes_healthy_at, container_ip, free_port, summary, wrk
 from .noise import Quietness
 
 THREADS = 8
@@ -37,8 +38,8 @@ class Route:
     threads: int
     container: bool  # False: host processes on loopback
 
-    def start(self, side: str, stack: ExitStack, tag: str) -> tuple[str, int]:
-        """Start one side's server; returns (host, port) to load, stopped when `stack` closes."""
+    def start(self, side: str, stack: ExitStack, tag: str) -> "Listening":
+        """Start one side's server, stopped when `stack` closes."""
         if self.container:
             return stack.enter_context(container_server(tag, side, self.threads))
         return stack.enter_context(host_server(side, self.threads))
@@ -48,8 +49,15 @@ ROUTES = (Route("loopback, 8 threads", THREADS, False), Route("loopback, 1 threa
           Route("slim, straight to the container", THREADS, True))
 
 
+class Listening(NamedTuple):
+    """Where a started server answers; `pid` for host processes (a profiler attaches to it)."""
+    host: str
+    port: int
+    pid: int | None = None
+
+
 @contextmanager
-def host_server(side: str, threads: int, tree: Path = ROOT) -> Iterator[tuple[str, int]]:
+def host_server(side: str, threads: int, tree: Path = ROOT) -> Iterator[Listening]:
     """`side` "service" (`python -m service` from `tree`, the checkout by default) or "plain" (waitress)."""
     port = free_port()
     if side == "service":
@@ -63,7 +71,7 @@ def host_server(side: str, threads: int, tree: Path = ROOT) -> Iterator[tuple[st
     try:
         if not becomes_healthy_at("127.0.0.1", port):
             raise RuntimeError(f"the {side} server on port {port} never answered /health")
-        yield "127.0.0.1", port
+        yield Listening("127.0.0.1", port, process.pid)
     finally:
         process.terminate()
         try:
@@ -74,7 +82,7 @@ def host_server(side: str, threads: int, tree: Path = ROOT) -> Iterator[tuple[st
 
 
 @contextmanager
-def container_server(tag: str, side: str, threads: int) -> Iterator[tuple[str, int]]:
+def container_server(tag: str, side: str, threads: int) -> Iterator[Listening]:
     name = f"hello-api-control-{side}-{free_port()}"
     env = [f"-e{k}={v}" for k, v in {**QUIET, "APP_THREADS": str(threads)}.items()]
     if side == "service":
@@ -83,10 +91,10 @@ def container_server(tag: str, side: str, threads: int) -> Iterator[tuple[str, i
         docker("run", "-d", "--name", name, "--entrypoint", "python3", tag, "-c",
                plain_waitress_code(f"0.0.0.0:{CONTAINER_PORT}", threads))
     try:
-        address = docker("inspect", "--format", "{{.NetworkSettings.IPAddress}}", name, quiet=True).stdout.strip()
+        address = container_ip(name)
         if not becomes_healthy_at(address, CONTAINER_PORT):
             raise RuntimeError(f"{tag} ({side}) never answered /health at {address}")
-        yield address, CONTAINER_PORT
+        yield Listening(address, CONTAINER_PORT)
     finally:
         docker("rm", "-f", name, check=False, quiet=True)
 
@@ -95,13 +103,12 @@ def compare_route(route: Route, tag: str, rounds: int, seconds: int, quietness: 
     samples: dict[str, list[dict]] = {side: [] for side in SIDES}
     with ExitStack() as stack:
         targets = {side: route.start(side, stack, tag) for side in SIDES}
-        for host, port in targets.values():
-            wrk(port, 1, CONNECTIONS, host=host)  # warm-up, discarded
+        for target in targets.values():
+            wrk(target.port, 1, CONNECTIONS, host=target.host)  # warm-up, discarded
         with quietness.around(f"control: {route.name}"):
             for number in range(rounds):
                 for side in (SIDES if number % 2 == 0 else SIDES[::-1]):
-                    host, port = targets[side]
-                    samples[side].append(wrk(port, seconds, CONNECTIONS, host=host))
+                    samples[side].append(wrk(targets[side].port, seconds, CONNECTIONS, host=targets[side].host))
                 progress(f"control {route.name}, round {number + 1}/{rounds}: service "
                          f"{samples['service'][-1]['requests_per_second']:,.0f} req/s, plain waitress "
                          f"{samples['plain'][-1]['requests_per_second']:,.0f}")

@@ -22,9 +22,15 @@ from pathlib import Path
 from .docker import docker, progress
 from .guarantees import reliability_failures
 from .images import PROJECT_IMAGES, VARIANTS
-from .measure import get_status, load_study, rss_kib, running, summary, wrk
+from .measure import CONTAINER_PORT, container_ip, get_status, load_study, rss_kib, running, summary, wrk
+from .noise import Quietness, describe
 
 CONNECTIONS = 64
+LORIS_ROUTES = {  # runs before 2026-12-01 went through the port proxy, which can reorder who arrives first
+    "via -p": "Through the `-p` mapping.",
+    "direct": "Straight to the container's address: Docker's port proxy dials the server for each client in "
+              "parallel, so through it a fresh client can arrive before hostile connections opened earlier.",
+}
 FRESH_CLIENT_TIMEOUT = 5.0
 
 
@@ -78,20 +84,22 @@ def threads_before_after(tag: str, seconds: int) -> dict:
 
 def slowloris_before_after(tag: str, connections: int = 300) -> dict:
     """Half-sent requests against waitress's default connection limit (100) and this project's (1000):
-    is a fresh client still answered within 1 s?"""
+    is a fresh client still answered within 1 s? Straight to the container's address: Docker's port proxy
+    dials the server for each client in parallel, so a fresh client could reach it before hostile
+    connections opened earlier, and be the one that has waited longest when they arrive."""
     outcome = {}
     for limit in (100, 1000):
-        with running(tag, f"-eAPP_CONNECTION_LIMIT={limit}") as (_, port):
-            idle = []
+        with running(tag, f"-eAPP_CONNECTION_LIMIT={limit}") as (name, _):
+            address, idle = container_ip(name), []
             try:
                 for _ in range(connections):
-                    idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+                    idle.append(socket.create_connection((address, CONTAINER_PORT), timeout=5))
                     idle[-1].sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-                outcome[str(limit)] = get_status(port, timeout=1.0) == 200
+                outcome[str(limit)] = get_status(CONTAINER_PORT, timeout=1.0, host=address) == 200
             finally:
                 for connection in idle:
                     connection.close()
-    return {"half_sent_connections": connections, "fresh_client_served": outcome}
+    return {"half_sent_connections": connections, "fresh_client_served": outcome, "route": "direct"}
 
 
 def fresh_client_seconds(port: int) -> float | None:
@@ -182,10 +190,12 @@ def run_reliability(output: Path, quick: bool) -> dict:
     seconds = 20 if quick else 60
     results = {"mode": "quick" if quick else "full", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "images": {}}
+    quietness = Quietness()
     for name in PROJECT_IMAGES:
         tag = VARIANTS[name].tag
         progress(f"soak: {tag}, wrk -c{CONNECTIONS} for {seconds}s")
-        results["images"][name] = {"soak": soak(tag, seconds)}
+        with quietness.around(f"soak: {name}"):
+            results["images"][name] = {"soak": soak(tag, seconds)}
         progress(f"stop under load: {tag}")
         results["images"][name]["stop_under_load"] = stop_under_load(tag)
         progress(f"lockout: {tag}, 1000 silent and 50 dripping sockets, then fresh clients")
@@ -194,11 +204,14 @@ def run_reliability(output: Path, quick: bool) -> dict:
         results["images"][name]["pipelining"] = pipelining(tag)
     slim = VARIANTS["slim"].tag
     progress(f"tuning record: APP_THREADS 4 vs 8 on {slim}")
-    results["tuning"] = {"threads": threads_before_after(slim, 5 if quick else 10)}
+    with quietness.around("threads 4 and 8"):
+        results["tuning"] = {"threads": threads_before_after(slim, 5 if quick else 10)}
     progress(f"tuning record: slowloris against APP_CONNECTION_LIMIT 100 vs 1000 on {slim}")
     results["tuning"]["connection_limit"] = slowloris_before_after(slim)
     progress(f"tuning record: select() against poll() on {slim}")
-    results["tuning"]["event_loop"] = select_against_poll(slim, 3 if quick else 10, 2 if quick else 5)
+    with quietness.around("select and poll"):
+        results["tuning"]["event_loop"] = select_against_poll(slim, 3 if quick else 10, 2 if quick else 5)
+    results["noise"] = quietness.summary()
     results["failures"] = reliability_failures(results)
     (output / "reliability.json").write_text(json.dumps(results, indent=2) + "\n")
     (output / "reliability.md").write_text(markdown(results))
@@ -269,6 +282,8 @@ one container each:
                             for limit, served in loris["fresh_client_served"].items())
     return f"""# Reliability: {results['mode']} run, {results['date']}
 
+{describe(results.get('noise'))}
+
 {verdict}## Soak
 
 `wrk --latency -t2 -c{first['connections']} -d{first['seconds']}s --timeout 5s http://127.0.0.1:PORT/hello/soak`
@@ -300,6 +315,7 @@ median of 2 runs of {next(iter(threads.values()))['seconds']} s each:
 
 Connection limit, before (waitress's default 100) and after (this project's 1000): with
 {loris['half_sent_connections']} half-sent requests held open, does a fresh client get `/health` 200 within 1 s?
+{LORIS_ROUTES[loris.get('route', 'via -p')]}
 
 | APP_CONNECTION_LIMIT | fresh client served |
 |---|---|

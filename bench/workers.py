@@ -26,7 +26,7 @@ from pathlib import Path
 from . import images, reliability
 from .docker import ROOT, docker, progress
 from .images import BENCH, IMAGE, VARIANTS, Variant
-from .measure import CONTAINER_PORT, free_port, get_status, running, summary, wrk
+from .measure import CONTAINER_PORT, container_ip, free_port, get_status, running, summary, wrk
 from .noise import Quietness, describe
 from .report import table
 
@@ -193,10 +193,6 @@ def processes(name: str) -> list[dict]:
     """The container's processes (the docker exec probe itself and health checks left out), with RSS and
     PSS: RSS counts pages that forked workers share once per worker; PSS divides them among them."""
     return json.loads(docker("exec", name, "python3", "-c", PROCESS_PROBE, quiet=True).stdout)
-
-
-def container_ip(name: str) -> str:
-    return docker("inspect", "--format", "{{.NetworkSettings.IPAddress}}", name, quiet=True).stdout.strip()
 
 
 def route_runs(name: str, port: int, plan: Plan) -> dict:

@@ -17,7 +17,7 @@ class Settings(NamedTuple):  # not a dataclass: importing dataclasses costs 1.5 
     environment: str = "development"
     port: int = 5000
     host: str = "*"
-    threads: int = 8  # waitress's default is 4; 8 measured a third of its p99 at 64 connections (README, Tuning)
+    threads: int = 8  # waitress's default is 4; what each measured: bench/README.md, Tuning
     connection_limit: int = 1000
     channel_timeout: int = 60
     receive_timeout: float = 5.0

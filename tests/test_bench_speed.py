@@ -186,3 +186,26 @@ def test_bench_commits_unpacks_a_revisions_service_and_names_a_bad_revision(tmp_
     assert (tree / "service" / "transport.py").is_file()
     assert main(["commits", "no-such-revision", "--rounds", "1", "--output", str(tmp_path / "out")]) == 1
     assert "git archive no-such-revision service failed" in capsys.readouterr().err
+
+
+def test_the_latency_figures_come_from_the_round_with_the_median_p99_the_worse_of_two():
+    rounds = [{"p50_seconds": p99 / 4, "p99_seconds": p99, "p999_seconds": p99 * 2, "sent": 10, "errors": 0,
+               "non_2xx": 0, "achieved_rate": 100.0, "send_lateness_p99_seconds": 0.001} for p99 in (0.002, 0.009)]
+    condensed = latency.condense(rounds)
+    assert condensed["p99_seconds"] == 0.009 and condensed["p50_seconds"] == 0.009 / 4
+    assert (condensed["p99_min_seconds"], condensed["p99_max_seconds"]) == (0.002, 0.009)
+    assert len(condensed["rounds"]) == 2
+    assert latency.condense([*rounds, {**rounds[0], "p99_seconds": 0.005}])["p99_seconds"] == 0.005
+
+
+def test_a_profile_is_summarised_per_thread_group_as_shares_of_all_samples():
+    from bench.profile import summarise
+
+    raw = ("thread (1): MainThread;<module> (x.py:1);loop (w.py:2);poll (w.py:3) 6\n"
+           "thread (2): waitress-0;run (t.py:1);service (t.py:9) 3\n"
+           "thread (3): waitress-1;run (t.py:1);write (t.py:20) 1\n")
+    summary = summarise(raw)
+    assert summary["samples"] == 10
+    assert summary["groups"] == {"event loop (main thread)": 0.6, "worker threads": 0.4}
+    assert summary["self"]["worker threads"] == {"service": 0.3, "write": 0.1}
+    assert summary["inclusive"]["event loop (main thread)"]["loop"] == 0.6
