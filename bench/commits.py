@@ -6,12 +6,12 @@ When a figure moves between committed runs, this says whether the code moved it:
 serving today's app as the control; wrk loads them in alternating rounds, the order rotated each round.
 """
 
-import json
 import subprocess
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
+from . import report
 from .docker import ROOT, progress
 from .measure import summary, wrk
 from .noise import Quietness, describe
@@ -61,10 +61,7 @@ def run_commits(revisions: list[str], rounds: int, seconds: int, output: Path) -
                                    "p99_seconds": summary([r["p99_seconds"] for r in runs])}
                            for label, runs in samples.items()},
                "noise": quietness.summary()}
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "commits.json").write_text(json.dumps(results, indent=2) + "\n")
-    (output / "commits.md").write_text(markdown(results))
-    progress(f"results in {output}/: commits.json, commits.md")
+    report.write_json_report(output, "commits", results, markdown)
     return results
 
 
@@ -87,15 +84,10 @@ alternating rounds of `wrk --latency -t2 -c{results['connections']} -d{results['
 """
 
 
+
 def rerender(directory: Path) -> None:
-    if (directory / "commits.json").is_file():
-        (directory / "commits.md").write_text(markdown(json.loads((directory / "commits.json").read_text())))
+    report.rerender_json(directory, "commits", markdown)
 
 
 def check(directory: Path) -> list[str]:
-    if not (directory / "commits.json").is_file():
-        return []
-    rendered = markdown(json.loads((directory / "commits.json").read_text()))
-    if not (directory / "commits.md").is_file() or (directory / "commits.md").read_text() != rendered:
-        return ["commits.md is missing or not what commits.json renders to: run python -m bench report DIR"]
-    return []
+    return report.stale_markdown(directory, "commits", markdown)

@@ -19,7 +19,7 @@ from .images import VARIANTS
 from .measure import running, wrk
 from .noise import Quietness, describe
 from .openloop import open_loop
-from .report import table
+from .report import table, write_json_report
 from .workers import REFERENCE
 
 SHARES = (0.25, 0.50, 0.75)  # of the seed's capacity
@@ -80,8 +80,7 @@ def run_latency(offline: bool, quick: bool, output: Path) -> dict:
                            for label, by_rate in samples.items()},
                "noise": quietness.summary()}
     results["goals"] = evaluate_targets(results)
-    write_all(results, output)
-    progress(f"results in {output}/: latency.json, latency.md")
+    write_json_report(output, "latency", results, markdown)
     return results
 
 
@@ -171,17 +170,11 @@ p50 / p99 / p99.9 in ms{ROUNDS_NOTE if plan['rounds'] > 1 else ''}:
 """
 
 
-def write_all(results: dict, directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "latency.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    (directory / "latency.md").write_text(markdown(results))
-
-
 def rerender(directory: Path) -> None:
     if (directory / "latency.json").is_file():
         results = json.loads((directory / "latency.json").read_text())
         results["goals"] = evaluate_targets(results)
-        write_all(results, directory)
+        write_json_report(directory, "latency", results, markdown)
 
 
 def check(directory: Path) -> list[str]:

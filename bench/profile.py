@@ -7,7 +7,6 @@ wait). The report gives each thread group's share of the samples and the functio
 """
 
 import collections
-import json
 import shutil
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import report
 from .commits import described, source_tree
 from .docker import progress
 from .overhead import CONNECTIONS, THREADS, host_server
@@ -96,10 +96,7 @@ def run_profile(revisions: list[str], seconds: int, output: Path) -> dict:
             results["revisions"][revision] = described(revision)
             results["servers"][revision] = profile_server(revision, tree, seconds)
         results["servers"][PLAIN] = profile_server(PLAIN, None, seconds)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "profile.json").write_text(json.dumps(results, indent=2) + "\n")
-    (output / "profile.md").write_text(markdown(results))
-    progress(f"results in {output}/: profile.json, profile.md")
+    report.write_json_report(output, "profile", results, markdown)
     return results
 
 
@@ -129,15 +126,10 @@ with `--idle` (every thread, waiting included). Shares are of all samples in tha
     return "\n".join(parts)
 
 
+
 def rerender(directory: Path) -> None:
-    if (directory / "profile.json").is_file():
-        (directory / "profile.md").write_text(markdown(json.loads((directory / "profile.json").read_text())))
+    report.rerender_json(directory, "profile", markdown)
 
 
 def check(directory: Path) -> list[str]:
-    if not (directory / "profile.json").is_file():
-        return []
-    rendered = markdown(json.loads((directory / "profile.json").read_text()))
-    if not (directory / "profile.md").is_file() or (directory / "profile.md").read_text() != rendered:
-        return ["profile.md is missing or not what profile.json renders to: run python -m bench report DIR"]
-    return []
+    return report.stale_markdown(directory, "profile", markdown)

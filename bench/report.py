@@ -2,9 +2,11 @@
 
 import json
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable
 from pathlib import Path
 
 from . import noise, overhead
+from .docker import progress
 
 BASELINE = "seed"
 
@@ -374,6 +376,30 @@ def svg_chart(results: dict) -> str:
     parts.append(f'<text x="{x_noop:.1f}" y="{bottom + 16}" text-anchor="middle">noop container {noop:.0f} ms</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
+
+
+def write_json_report(directory: Path, name: str, results: dict, render: Callable[[dict], str]) -> None:
+    """NAME.json and the NAME.md it renders to, in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    (directory / f"{name}.md").write_text(render(results))
+    progress(f"results in {directory}/: {name}.json, {name}.md")
+
+
+def rerender_json(directory: Path, name: str, render: Callable[[dict], str]) -> None:
+    """NAME.md again from NAME.json, where the directory holds one."""
+    if (directory / f"{name}.json").is_file():
+        (directory / f"{name}.md").write_text(render(json.loads((directory / f"{name}.json").read_text())))
+
+
+def stale_markdown(directory: Path, name: str, render: Callable[[dict], str]) -> list[str]:
+    """A problem when NAME.json is there and NAME.md is missing or not what it renders to."""
+    if not (directory / f"{name}.json").is_file():
+        return []
+    expected = render(json.loads((directory / f"{name}.json").read_text()))
+    if not (directory / f"{name}.md").is_file() or (directory / f"{name}.md").read_text() != expected:
+        return [f"{name}.md is missing or not what {name}.json renders to: run python -m bench report DIR"]
+    return []
 
 
 def rendered(results: dict, directory: Path) -> str:

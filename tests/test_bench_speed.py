@@ -168,7 +168,7 @@ def test_the_latency_targets_compare_each_image_with_seed_and_gunicorn_at_the_sa
 def test_a_latency_report_renders_and_a_tampered_one_fails_the_check(tmp_path):
     results = synthetic_latency()
     results["goals"] = latency.evaluate_targets(results)
-    latency.write_all(results, tmp_path)
+    report.write_json_report(tmp_path, "latency", results, latency.markdown)
     assert latency.check(tmp_path) == []
     assert "| `slim` | 2.50 / 10.00 / 20.00 |" in (tmp_path / "latency.md").read_text()
     (tmp_path / "latency.md").write_text("edited by hand")
