@@ -1,4 +1,4 @@
-# Sourced by test.sh and bench.sh: make this machine ready, then export DOCKER and PY.
+# Sourced by test.sh and bench.sh (or run alone): make this machine ready, then export DOCKER and PY.
 #  - a Docker engine: use the one that answers; else, as root on Debian/Ubuntu, install docker.io and
 #    start dockerd (the machines this project is built on start with none);
 #  - a Docker client that can use BuildKit (a client without the buildx plugin cannot);
@@ -41,7 +41,8 @@ start_engine() {
 }
 
 if can_apt; then
-  apt_install debootstrap wrk curl ca-certificates  # local bases; the load generator; the README's examples
+  # local bases; the load generator; the README's examples; the venv (Debian ships venv apart from python3)
+  apt_install debootstrap wrk curl ca-certificates python3 python3-venv
 fi
 choose_client
 if ! engine_answers; then
@@ -59,7 +60,7 @@ if [ -z "${PIP_CA_BUNDLE:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; the
   export PIP_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 fi
 
-if [ ! -x .venv/bin/python ]; then
+if [ ! -x .venv/bin/pip ]; then  # pip, not python: a venv made without ensurepip has python only
   say "creating .venv"
   python3 -m venv .venv
 fi
