@@ -1,17 +1,19 @@
 """How quiet the machine was: the load average, and the CPU the machine spent while the bench itself was idle.
 
-Before and after each measurement the bench sits still for a moment (its containers idle, no load
-generator running; after a measurement, a second first, while Docker drains the containers' logs) and
-reads /proc/stat: whatever CPU the machine spent then was spent by something else.
+Before and after each measurement the bench sits still (its containers idle, no load generator running):
+a second first, while Docker writes the containers' logs, then half a second in which it reads
+/proc/stat. Whatever CPU the machine spent in that half second was spent by something else.
 A run during which that exceeded BUSY_CPUS is marked noisy in its report; its ratios, measured side by
 side, still hold better than its absolute figures.
 """
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 WINDOW_SECONDS = 0.5
-SETTLE_SECONDS = 1.0  # after a measurement, before its sample: Docker drains the containers' logs meanwhile
+SETTLE_SECONDS = 1.0  # before each sample: Docker drains the containers' logs meanwhile
 BUSY_CPUS = 0.15  # CPUs' worth of work by others while the bench was idle that makes a run noisy
 
 
@@ -43,9 +45,14 @@ class Quietness:
     def __init__(self) -> None:
         self.samples: list[dict] = []
 
-    def around(self, label: str):
+    @contextmanager
+    def around(self, label: str) -> Iterator[None]:
         """Use as `with quietness.around("load: slim"):` to sample before and after a measurement."""
-        return _Around(self, label)
+        self.record(f"before {label}")
+        try:
+            yield
+        finally:
+            self.record(f"after {label}")
 
     def record(self, label: str) -> None:
         time.sleep(SETTLE_SECONDS)  # dockerd writing a burst of access lines is the bench's own, not others'
@@ -53,17 +60,6 @@ class Quietness:
 
     def summary(self) -> dict:
         return summarise(self.samples)
-
-
-class _Around:
-    def __init__(self, quietness: Quietness, label: str) -> None:
-        self.quietness, self.label = quietness, label
-
-    def __enter__(self) -> None:
-        self.quietness.record(f"before {self.label}")
-
-    def __exit__(self, *exc: object) -> None:
-        self.quietness.record(f"after {self.label}")
 
 
 def summarise(samples: list[dict]) -> dict:
