@@ -215,11 +215,18 @@ def converged(stack: str) -> bool:
 
 
 def remove_stack(stack: str) -> None:
-    """Remove the stack and wait until its network is gone too (a redeploy would otherwise find it)."""
+    """Remove the stack and wait until its network is gone too (a redeploy would otherwise find it). Docker
+    20.10 sometimes leaves a stack's overlay network behind after its tasks are gone: then it is removed
+    by name."""
     docker("stack", "rm", stack, check=False)
     network = f"{stack}_backend"
-    if not eventually(lambda: docker("network", "inspect", network, check=False, quiet=True).returncode != 0, 60):
-        raise RuntimeError(f"network {network} was not removed within 60 s")
+    gone = lambda: docker("network", "inspect", network, check=False, quiet=True).returncode != 0  # noqa: E731
+    if eventually(gone, 60):
+        return
+    docker("network", "rm", network, check=False)
+    if not eventually(gone, 30):
+        raise RuntimeError(f"network {network} was not removed within 90 s, by `docker stack rm` nor by name: "
+                           f"remove it with `docker network rm {network}` (and its containers) before redeploying")
 
 
 @contextmanager
