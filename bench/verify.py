@@ -21,16 +21,17 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import bases, images, sbom
+from . import bases, sbom
 from .docker import docker, image_exists, progress
-from .measure import exported
+from .studies.images import exported
+from .variants import GENERATED, PROJECT_IMAGES, REGISTRY_BASES, VARIANTS, Builder
 
-RECORDS = images.GENERATED / "sbom"
-BASES_RECORD = images.GENERATED / "bases.json"
+RECORDS = GENERATED / "sbom"
+BASES_RECORD = GENERATED / "bases.json"
 # Files Docker itself puts in every container (mount points for its own files), never part of an image.
 DOCKER_FILES = frozenset({".dockerenv", "dev/console", "etc/hostname", "etc/hosts", "etc/resolv.conf"})
 DPKG = "var/lib/dpkg/"
-REGISTRY_BASE = {"slim": images.REGISTRY_BASES[0], "distroless": images.REGISTRY_BASES[1]}
+REGISTRY_BASE = {"slim": REGISTRY_BASES[0], "distroless": REGISTRY_BASES[1]}
 LOCAL_BASE = {"slim": bases.SLIM_BASE, "distroless": bases.DISTROLESS_BASE}
 
 
@@ -142,15 +143,15 @@ def project_layers(image: str, base: str | None) -> list[str]:
     return own[len(under):]
 
 
-def rebuild_problems(variant: str, tag: str, offline: bool) -> list[str]:
+def rebuild_problems(variant: str, tag: str, builder: Builder) -> list[str]:
     """Rebuild from a clean builder under TAG-verify; every project layer must have the image's digest."""
-    base = base_of(variant, offline)
+    base = base_of(variant, builder.offline)
     before = project_layers(tag, base)
     rebuilt = f"{tag}-verify"
     progress("clearing the engine's build cache (docker builder prune -af), then building again")
     docker("builder", "prune", "-af", timeout=600)
     try:
-        seconds, _ = images.build(images.VARIANTS[variant], offline, tag=rebuilt)
+        seconds, _ = builder.build(VARIANTS[variant], tag=rebuilt)
         progress(f"rebuilt {rebuilt} in {seconds:.0f}s")
         after = project_layers(rebuilt, base)
         revisions = (label(tag, "org.opencontainers.image.revision"),
@@ -169,19 +170,19 @@ def rebuild_problems(variant: str, tag: str, offline: bool) -> list[str]:
 
 def resolve(target: str) -> tuple[str, str]:
     """(image, variant) for a variant name or an image reference whose SBOM names its variant."""
-    if target in images.PROJECT_IMAGES:
-        tag = images.VARIANTS[target].tag
+    if target in PROJECT_IMAGES:
+        tag = VARIANTS[target].tag
         if not image_exists(tag):
             raise VerifyError(f"{tag} does not exist: build it with `python -m bench images`")
         return tag, target
     if not image_exists(target):
-        raise VerifyError(f"no image {target!r}: name one of {', '.join(images.PROJECT_IMAGES)} or an image "
+        raise VerifyError(f"no image {target!r}: name one of {', '.join(PROJECT_IMAGES)} or an image "
                           "that `python -m bench images` built")
     return target, ""
 
 
-def verify(target: str, offline: bool, rebuild: bool = True) -> list[str]:
-    """Every problem found with TARGET's SBOM and (with REBUILD) its reproducibility; [] when it verifies."""
+def verify(target: str, builder: Builder | None) -> list[str]:
+    """Every problem found with TARGET's SBOM and (given a builder) its reproducibility; [] when it verifies."""
     tag, variant = resolve(target)
     exported = export(tag)
     if exported.document is not None:
@@ -189,15 +190,15 @@ def verify(target: str, offline: bool, rebuild: bool = True) -> list[str]:
         if variant and named and named != variant:
             return [f"{tag}'s SBOM describes the {named} variant, not {variant}"]
         variant = variant or named
-    if variant not in images.PROJECT_IMAGES:
+    if variant not in PROJECT_IMAGES:
         raise VerifyError(f"{tag} has no SBOM naming its variant at /{sbom.SBOM_PATH}: verify checks the images "
-                          f"`python -m bench images` builds ({', '.join(images.PROJECT_IMAGES)})")
+                          f"`python -m bench images` builds ({', '.join(PROJECT_IMAGES)})")
     problems = [f"SBOM: {problem}" for problem in sbom_problems(exported, variant)]
     exported.work.cleanup()
     progress(f"{tag}: the SBOM " + ("does not match its files" if problems else
                                     f"accounts for its files ({len(sbom.listed_files(exported.document))} listed)"))
-    if rebuild:
-        problems += [f"rebuild: {problem}" for problem in rebuild_problems(variant, tag, offline)]
+    if builder:
+        problems += [f"rebuild: {problem}" for problem in rebuild_problems(variant, tag, builder)]
     return problems
 
 
@@ -246,17 +247,17 @@ def base_record(name: str) -> dict:
     return {"image": name, "id": identity, "packages": packages}
 
 
-def write_records(offline: bool) -> None:
+def write_records(builder: Builder) -> None:
     """Beside the images: each project image's SBOM (bench/.generated/sbom/VARIANT.json) and the bases' IDs
     and package lists (bench/.generated/bases.json)."""
     RECORDS.mkdir(parents=True, exist_ok=True)
-    for variant in images.PROJECT_IMAGES:
-        tag = images.VARIANTS[variant].tag
+    for variant in PROJECT_IMAGES:
+        tag = VARIANTS[variant].tag
         container = docker("create", tag, quiet=True).stdout.strip()
         try:
             docker("cp", f"{container}:/{sbom.SBOM_PATH}", str(RECORDS / f"{variant}.json"), quiet=True)
         finally:
             docker("rm", container, check=False, quiet=True)
-    names = sorted({base_of(v, offline) for v in images.PROJECT_IMAGES} - {None})
+    names = sorted({base_of(v, builder.offline) for v in PROJECT_IMAGES} - {None})
     BASES_RECORD.write_text(json.dumps([base_record(name) for name in names], indent=1) + "\n")
     progress(f"wrote the SBOMs to {RECORDS}/ and the bases' IDs and packages to {BASES_RECORD}")

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from bench.containers import free_port
 from bench.docker import docker, engine_available, image_exists
-from bench.images import VARIANTS
-from bench.measure import free_port
+from bench.variants import VARIANTS
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ["slim", "distroless", "micro"]

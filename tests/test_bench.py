@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from bench import report, workers
-from bench.images import VARIANTS, naive_order
-from bench.measure import KINDS, kind_of, parse_wrk, step_counts, summary
+from bench.load import parse_wrk, summary
+from bench.studies import IMAGE_STUDY, image_report, reliability, workers
+from bench.studies.images import KINDS, kind_of, step_counts
+from bench.variants import VARIANTS, Builder, naive_order
 
 WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:5000/hello/bench
   2 threads and 16 connections
@@ -96,7 +97,7 @@ def synthetic_results() -> dict:
 
 
 def test_targets_are_judged_from_the_measurements():
-    targets = {t["target"]: t["met"] for t in report.evaluate_targets(synthetic_results())}
+    targets = {t["target"]: t["met"] for t in image_report.evaluate_targets(synthetic_results())}
     assert targets["distroless ≤ 50% of slim's uncompressed size"] is True
     assert targets["slim: throughput ≥ 4× seed"] is True  # 2500 / 600
     assert targets["slim: p99 ≤ 15 ms at 16 connections"] is False
@@ -105,14 +106,14 @@ def test_targets_are_judged_from_the_measurements():
 
 def test_the_micro_targets_are_judged_against_the_same_run(tmp_path):
     results = synthetic_results()
-    targets = {t["target"]: t["met"] for t in report.evaluate_targets(results)}
+    targets = {t["target"]: t["met"] for t in image_report.evaluate_targets(results)}
     assert targets["micro uncompressed ≤ 15.0 MB and ≤ 0.30× distroless"] is True  # 12 MB, 0.24 of distroless
     assert targets["micro gzip of `docker save` ≤ 6.0 MB"] is True  # 4 MB
     assert targets["micro: start-up to first 200 no slower than distroless's"] is True  # 390 vs 400 ms
     assert targets["micro: start-up to first 200 ≤ 1.15× a noop container"] is False  # 390 vs 300 ms
     results["variants"]["micro"]["size"].update(uncompressed_bytes=16_000_000, compressed_bytes=7_000_000)
     results["variants"]["micro"]["startup"] = summary([0.41, 0.41, 0.41])
-    targets = {t["target"]: t["met"] for t in report.evaluate_targets(results)}
+    targets = {t["target"]: t["met"] for t in image_report.evaluate_targets(results)}
     assert targets["micro uncompressed ≤ 15.0 MB and ≤ 0.30× distroless"] is False
     assert targets["micro gzip of `docker save` ≤ 6.0 MB"] is False
     assert targets["micro: start-up to first 200 no slower than distroless's"] is False
@@ -134,29 +135,27 @@ def test_every_file_of_an_image_gets_one_kind_by_its_path(path, kind):
 
 def test_a_written_report_passes_the_check_and_a_tampered_one_fails(tmp_path):
     results = synthetic_results()
-    results["targets"] = report.evaluate_targets(results)
-    report.write_all(results, tmp_path)
-    assert report.check(tmp_path) == []
+    IMAGE_STUDY.write(image_report.evaluate(results), tmp_path)
+    assert IMAGE_STUDY.check(tmp_path) == []
     text = (tmp_path / "report.md").read_text()
     assert "## Throughput" in text and "| `seed` |" in text and "4.17×" in text
-    assert "| variant | interpreter | shared libraries |" in text and "| `micro` |" in text
+    assert "| image | interpreter | shared libraries |" in text and "| `micro` |" in text
     assert "| `micro` | 250 ms | 100 ms | 50 ms | 40 ms | 390 ms | 3 |" in text  # start-up phases
     (tmp_path / "report.md").write_text(text.replace("## Throughput", "## Speed"))
-    assert report.check(tmp_path)
+    assert IMAGE_STUDY.check(tmp_path)
     (tmp_path / "chart.svg").write_text("<svg")
-    assert any("chart.svg" in problem for problem in report.check(tmp_path))
+    assert any("chart.svg" in problem for problem in IMAGE_STUDY.check(tmp_path))
 
 
-@pytest.mark.parametrize(("results_file", "check"), [("results.json", report.check),
-                                                      ("workers.json", workers.check)])
-def test_the_committed_full_runs_render_and_pass_the_check(results_file, check):
+@pytest.mark.parametrize("study", [IMAGE_STUDY, workers.STUDY], ids=lambda study: study.name)
+def test_the_committed_full_runs_render_and_pass_the_check(study):
     from conftest import ROOT
 
-    committed = sorted(p.parent for p in (ROOT / "bench" / "results").glob(f"*/{results_file}"))
-    assert committed, f"no committed run with {results_file} under bench/results/"
+    committed = sorted(p.parent for p in (ROOT / "bench" / "results").glob(f"*/{study.json}"))
+    assert committed, f"no committed run with {study.json} under bench/results/"
     for directory in committed:
-        assert check(directory) == [], directory
-        assert json.loads((directory / results_file).read_text())["mode"] == "full"
+        assert study.check(directory) == [], directory
+        assert json.loads((directory / study.json).read_text())["mode"] == "full"
 
 
 def synthetic_reliability(**stop: int) -> dict:
@@ -176,8 +175,7 @@ def synthetic_reliability(**stop: int) -> dict:
 
 
 def test_guarantees_hold_for_a_clean_run_and_break_on_a_lost_request_or_a_kill():
-    from bench.guarantees import reliability_failures, study_failures
-
+    reliability_failures, study_failures = reliability.failures, image_report.guarantees
     assert reliability_failures(synthetic_reliability()) == []
     lost = reliability_failures(synthetic_reliability(received_by_client=99, lost=1))
     assert lost == ["slim: stopping under load, the server answered 100 requests but the client received 99: 1 lost"]
@@ -196,29 +194,21 @@ def test_guarantees_hold_for_a_clean_run_and_break_on_a_lost_request_or_a_kill()
 
 def test_bench_check_fails_on_a_broken_guarantee_even_when_every_file_renders(tmp_path):
     from bench.cli import main
-    from bench.reliability import markdown
 
-    results = synthetic_results()
-    results["targets"] = report.evaluate_targets(results)
-    report.write_all(results, tmp_path)
-    abuse = synthetic_reliability()
-    for name, rendered in (("reliability.json", json.dumps(abuse)), ("reliability.md", markdown(abuse))):
-        (tmp_path / name).write_text(rendered)
-    report.write_all(results, tmp_path)  # report.md links the reliability results once they exist
+    results = image_report.evaluate(synthetic_results())
+    IMAGE_STUDY.write(results, tmp_path)
+    reliability.STUDY.write(reliability.evaluate(synthetic_reliability()), tmp_path)
+    IMAGE_STUDY.write(results, tmp_path)  # report.md links the reliability results once they exist
     assert main(["check", str(tmp_path)]) == 0
-    abuse = synthetic_reliability(received_by_client=90, lost=10)
-    for name, rendered in (("reliability.json", json.dumps(abuse)), ("reliability.md", markdown(abuse))):
-        (tmp_path / name).write_text(rendered)
+    reliability.STUDY.write(reliability.evaluate(synthetic_reliability(received_by_client=90, lost=10)), tmp_path)
     assert main(["check", str(tmp_path)]) == 1
 
 
 def test_build_commands_name_a_dockerfile_that_exists_so_they_can_be_run_as_printed():
     from pathlib import Path
 
-    from bench.images import build_command
-
     for name in ("seed", "naive", "slim", "distroless"):
-        command = build_command(VARIANTS[name], offline=False)
+        command = Builder(offline=False).command(VARIANTS[name])
         assert "-" not in command[command.index("-f") + 1:command.index("-f") + 2]
         assert Path(command[command.index("-f") + 1]).read_text() == VARIANTS[name].dockerfile_text()
 
@@ -233,7 +223,7 @@ def test_the_bench_help_shows_the_study_options_that_apply_without_a_sub_command
 
 
 def test_the_start_up_study_reads_the_serving_line_s_utc_stamp():
-    from bench.measure import SERVING_LINE, epoch
+    from bench.studies.images import SERVING_LINE, epoch
     stderr = ("2026-12-01T20:16:27.525Z WARNING service: APP_X is not a setting of this service\n"
               "2026-12-01T20:16:27.531Z INFO service.lifecycle: hello-api 1.0.0 serving environment=x on http://[::]:5000\n")
     serving = SERVING_LINE.search(stderr)

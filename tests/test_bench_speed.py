@@ -11,10 +11,11 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from test_bench import synthetic_results
 
-from bench import latency, noise, overhead, report
+from bench import noise
 from bench.cli import main
-from bench.guarantees import study_failures
 from bench.openloop import open_loop, percentile
+from bench.studies import IMAGE_STUDY, image_report, latency
+from bench.studies import control as overhead
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -121,12 +122,11 @@ def test_the_control_ratio_is_taken_round_by_round():
 def test_a_hardening_cost_below_the_floor_breaks_a_guarantee_and_fails_bench_check(tmp_path):
     results = synthetic_results()
     results["hardening_cost"] = {"loopback, 8 threads": control([1000.0] * 3, [1000.0] * 3)}
-    results["targets"] = report.evaluate_targets(results)
-    report.write_all(results, tmp_path)
+    IMAGE_STUDY.write(image_report.evaluate(results), tmp_path)
     assert study_failures(results) == []
     assert main(["check", str(tmp_path)]) == 0
     results["hardening_cost"] = {"loopback, 8 threads": control([700.0] * 3, [1000.0] * 3)}
-    report.write_all(results, tmp_path)
+    IMAGE_STUDY.write(results, tmp_path)
     assert study_failures(results) == [
         "hardening cost, loopback, 8 threads: the service served 0.70× what plain waitress served in the same run "
         "(floor 0.8×): a slowdown of the transport; profile it (py-spy record --threads --idle) against the "
@@ -138,12 +138,12 @@ def test_the_hardening_targets_are_judged_from_the_same_run_ratio():
     results = synthetic_results()
     results["hardening_cost"] = {"loopback, 8 threads": control([1300.0] * 3, [1000.0] * 3),
                                  "loopback, 1 thread": control([1400.0] * 3, [1000.0] * 3)}
-    targets = {t["target"]: t["met"] for t in report.evaluate_targets(results)}
+    targets = {t["target"]: t["met"] for t in image_report.evaluate_targets(results)}
     assert targets["hardening cost, loopback, 8 threads: ≥ 0.95× plain waitress's throughput, p99 ≤ 1.1× its p99"]
     assert targets["beyond waitress, loopback, 8 threads: ≥ 1.2× plain waitress's throughput"]
     assert not targets["beyond waitress, loopback, 1 thread: ≥ 1.5× plain waitress's throughput"]
-    results["targets"] = report.evaluate_targets(results)
-    assert "## What the hardening costs" in report.markdown(results)
+    results["targets"] = image_report.evaluate_targets(results)
+    assert "## What the hardening costs" in image_report.markdown(results)
 
 
 def synthetic_latency() -> dict:
@@ -168,19 +168,19 @@ def test_the_latency_targets_compare_each_image_with_seed_and_gunicorn_at_the_sa
 def test_a_latency_report_renders_and_a_tampered_one_fails_the_check(tmp_path):
     results = synthetic_latency()
     results["goals"] = latency.evaluate_targets(results)
-    report.write_json_report(tmp_path, "latency", results, latency.markdown)
-    assert latency.check(tmp_path) == []
+    latency.STUDY.write(results, tmp_path)
+    assert latency.STUDY.check(tmp_path) == []
     assert "| `slim` | 2.50 / 10.00 / 20.00 |" in (tmp_path / "latency.md").read_text()
     (tmp_path / "latency.md").write_text("edited by hand")
-    assert latency.check(tmp_path)
+    assert latency.STUDY.check(tmp_path)
     del results["targets"]["granian 1"]
     (tmp_path / "latency.json").write_text(json.dumps(results))
-    assert any("not every target" in p for p in latency.check(tmp_path))
+    assert any("not every target" in p for p in latency.STUDY.check(tmp_path))
 
 
 
 def test_bench_commits_unpacks_a_revisions_service_and_names_a_bad_revision(tmp_path, capsys):
-    from bench.commits import source_tree
+    from bench.studies.commits import source_tree
 
     tree = source_tree("HEAD", tmp_path)
     assert (tree / "service" / "transport.py").is_file()
@@ -199,7 +199,7 @@ def test_the_latency_figures_come_from_the_round_with_the_median_p99_the_worse_o
 
 
 def test_a_profile_is_summarised_per_thread_group_as_shares_of_all_samples():
-    from bench.profile import summarise
+    from bench.studies.profile import summarise
 
     raw = ("thread (1): MainThread;<module> (x.py:1);loop (w.py:2);poll (w.py:3) 6\n"
            "thread (2): waitress-0;run (t.py:1);service (t.py:9) 3\n"
@@ -209,3 +209,7 @@ def test_a_profile_is_summarised_per_thread_group_as_shares_of_all_samples():
     assert summary["groups"] == {"event loop (main thread)": 0.6, "worker threads": 0.4}
     assert summary["self"]["worker threads"] == {"service": 0.3, "write": 0.1}
     assert summary["inclusive"]["event loop (main thread)"]["loop"] == 0.6
+
+
+def study_failures(results: dict) -> list[str]:
+    return image_report.guarantees(results)

@@ -1,8 +1,8 @@
 """`python -m bench workers` without Docker: its targets, guarantees, report and check, on synthetic data;
 the committed runs are checked in test_bench.py."""
 
-from bench import workers
-from bench.measure import summary
+from bench.load import summary
+from bench.studies import workers
 
 
 def route(rps: float, p99: float) -> dict:
@@ -73,13 +73,13 @@ def test_a_lost_request_when_stopping_2_workers_is_a_broken_guarantee():
 def test_a_written_workers_report_passes_the_check_and_a_tampered_one_fails(tmp_path):
     from bench.cli import main
 
-    workers.write_all(synthetic(), tmp_path)
+    workers.STUDY.write(synthetic(), tmp_path)
     text = (tmp_path / "workers.md").read_text()
     assert "## Targets" in text and "SO_REUSEPORT" in text and "| waitress slim auto |" in text
     assert "| `distroless` | 0.40 s (max 0.40 s) | 0, 0 | 0.20 s |" in text  # 2 workers, then 1
-    assert workers.check(tmp_path) == []
+    assert workers.STUDY.check(tmp_path) == []
     assert main(["check", str(tmp_path)]) == 0  # a workers run alone is a complete directory
     (tmp_path / "workers.md").write_text(text.replace("## Targets", "## Aims"))
-    assert workers.check(tmp_path)
-    workers.write_all(synthetic(lost=1), tmp_path)
+    assert workers.STUDY.check(tmp_path)
+    workers.STUDY.write(synthetic(lost=1), tmp_path)
     assert main(["check", str(tmp_path)]) == 1

@@ -18,7 +18,7 @@ from raw_http import connect, read_until_closed, request
 
 from bench import bases
 from bench.docker import docker, image_exists
-from bench.images import VARIANTS, build
+from bench.variants import VARIANTS, Builder
 
 pytestmark = pytest.mark.docker
 
@@ -204,10 +204,10 @@ def test_a_code_only_edit_rebuilds_without_rerunning_pip(engine, variant):
         offline = image_exists(bases.SLIM_BASE) and image_exists(bases.DISTROLESS_BASE)
         probe = f"hello-api-cache-probe:{uuid.uuid4().hex[:8]}"
         try:
-            build(VARIANTS[variant], offline, context=context, tag=probe)
+            Builder(offline).build(VARIANTS[variant], context=context, tag=probe)
             with (context / "service" / "app.py").open("a") as app:
                 app.write(f"\n# edited by the cache test {uuid.uuid4()}\n")
-            _, output = build(VARIANTS[variant], offline, context=context, tag=probe)
+            _, output = Builder(offline).build(VARIANTS[variant], context=context, tag=probe)
         finally:
             docker("rmi", "-f", probe, check=False)
     steps = cached_steps(output)

@@ -14,8 +14,8 @@ import requests
 import yaml
 from conftest import ROOT, require_image
 
-from bench import rollout
 from bench.docker import docker
+from bench.studies import rollout
 from service.config import Settings
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -218,7 +218,7 @@ def test_the_committed_rollout_results_render_to_their_report():
     committed = sorted((ROOT / "bench" / "results").glob("*-rollout*"))
     assert committed, "no committed rollout run under bench/results/"
     for directory in committed:
-        assert rollout.check(Path(directory)) == []
+        assert rollout.STUDY.check(Path(directory)) == []
 
 
 def test_a_request_lost_by_a_project_image_breaks_the_rollout_guarantee_one_lost_by_the_seed_does_not():

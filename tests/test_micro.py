@@ -15,11 +15,12 @@ import pytest
 import requests
 from conftest import ROOT, require_image, wait_for_health
 
+from bench.containers import free_port
 from bench.docker import docker
-from bench.images import VARIANTS
-from bench.measure import exported, free_port
 from bench.micro import trace
 from bench.sbom import SBOM_PATH
+from bench.studies.images import exported
+from bench.variants import VARIANTS
 from bench.verify import DOCKER_FILES
 
 MANIFEST = "usr/share/hello-api/manifest.tsv"

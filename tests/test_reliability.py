@@ -18,8 +18,8 @@ from raw_http import exchange
 from test_config import INVALID
 
 from bench.docker import docker
-from bench.images import VARIANTS
-from bench.reliability import allow_open_files
+from bench.studies.reliability import allow_open_files
+from bench.variants import VARIANTS
 
 pytestmark = pytest.mark.docker
 FRESH_CLIENT_SECONDS = 5.0

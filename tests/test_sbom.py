@@ -17,9 +17,9 @@ from jsonschema import Draft7Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-from bench import bases, cli, images, sbom, verify
+from bench import bases, cli, sbom, variants, verify
 from bench.docker import docker, image_exists
-from bench.images import VARIANTS
+from bench.variants import VARIANTS, Builder
 
 SCHEMAS = Path(cyclonedx.__file__).parent / "schema" / "_res"  # cyclonedx-python-lib's copies of the official ones
 LOCK = ROOT / "requirements.lock"
@@ -251,7 +251,7 @@ def test_bench_verify_fails_on_an_image_with_a_file_its_sbom_does_not_list(engin
     tag = VARIANTS[require_image("micro")].tag
     (tmp_path / "extra").write_text("not in the SBOM\n")
     (tmp_path / "Dockerfile").write_text(f"FROM {tag}\nCOPY extra /usr/lib/extra\n")
-    probe = f"{images.IMAGE}:verify-probe"
+    probe = f"{variants.IMAGE}:verify-probe"
     docker("build", "-q", "-t", probe, str(tmp_path))
     try:
         result = subprocess.run([sys.executable, "-m", "bench", "verify", probe, "--no-rebuild"], cwd=ROOT,
@@ -269,11 +269,11 @@ def test_micro_built_twice_from_a_clean_builder_has_the_same_layer_whatever_its_
     each here, pip's download included), the second with other revision and source labels."""
     require_image("micro")
     offline = image_exists(bases.SLIM_BASE) and image_exists(bases.DISTROLESS_BASE)
-    tags = [f"{images.IMAGE}:micro-clean-{n}" for n in (1, 2)]
+    tags = [f"{variants.IMAGE}:micro-clean-{n}" for n in (1, 2)]
     try:
         for tag, revision in zip(tags, ("first", "second"), strict=True):
             docker("builder", "prune", "-af", timeout=600)
-            images.build(VARIANTS["micro"], offline, tag=tag,
+            Builder(offline).build(VARIANTS["micro"], tag=tag,
                          extra=["--build-arg", f"REVISION={revision}", "--build-arg", f"SOURCE=test-{revision}"])
         first, second = (verify.layers(tag) for tag in tags)
         labels = [verify.label(tag, "org.opencontainers.image.revision") for tag in tags]

@@ -31,7 +31,7 @@ from raw_http import (
 from waitress import wasyncore
 from waitress.task import ThreadedTaskDispatcher
 
-from bench.measure import free_port
+from bench.containers import free_port
 from service.app import create_app
 from service.config import Settings
 from service.transport import QueueDepthSummary, Transport

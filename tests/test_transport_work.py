@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import pytest
 from waitress import wasyncore
 
-from bench.measure import free_port
+from bench.containers import free_port
 from service.app import create_app
 from service.config import Settings
 from service.transport import HardenedChannel, Transport

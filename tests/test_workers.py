@@ -19,7 +19,7 @@ import requests
 from conftest import ROOT, inspect, refuses_connections, wait_until
 from raw_http import half_sent_requests
 
-from bench.workers import worker_pids
+from bench.studies.workers import worker_pids
 from service import config, workers
 
 ACCESS_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \S+ GET /(health|hello/load) 200 \d+\.\d\dms")
@@ -297,7 +297,7 @@ def auto_in(image_tag: str, *options: str) -> int:
 
 @pytest.mark.docker
 def test_auto_in_a_container_follows_docker_run_cpus(image):
-    from bench.images import VARIANTS
+    from bench.variants import VARIANTS
 
     tag = VARIANTS[image].tag
     assert auto_in(tag, "--cpus", "1") == 1

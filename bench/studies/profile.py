@@ -6,6 +6,7 @@ the thread holding the GIL (where the CPU work is), and `--idle`, which keeps ev
 wait). The report gives each thread group's share of the samples and the functions they were in.
 """
 
+import argparse
 import collections
 import shutil
 import subprocess
@@ -14,11 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import report
+from .. import results as run_results
+from ..docker import progress
+from ..load import CONNECTIONS
+from ..render import table
 from .commits import described, source_tree
-from .docker import progress
-from .overhead import CONNECTIONS, THREADS, host_server
-from .report import table
+from .control import THREADS, host_server
 
 SECONDS = 8
 RATE = 250  # samples a second
@@ -87,8 +89,14 @@ def profile_server(label: str, tree: Path | None, seconds: int) -> dict:
         return result
 
 
-def run_profile(revisions: list[str], seconds: int, output: Path) -> dict:
-    results = {"command": "python -m bench profile " + " ".join(revisions), "seconds": seconds, "rate": RATE,
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("revisions", nargs="*", default=["HEAD"], help="git revisions (default HEAD)")
+    parser.add_argument("--seconds", type=int, default=SECONDS, help=f"per recording (default {SECONDS})")
+
+
+def run(options: argparse.Namespace) -> dict:
+    revisions, seconds = options.revisions, options.seconds
+    results = {**run_results.header("full", options.command_line), "seconds": seconds, "rate": RATE,
                "threads": THREADS, "connections": CONNECTIONS, "servers": {}, "revisions": {}}
     with tempfile.TemporaryDirectory(prefix="hello-api-profile-") as work:
         for revision in revisions:
@@ -96,8 +104,7 @@ def run_profile(revisions: list[str], seconds: int, output: Path) -> dict:
             results["revisions"][revision] = described(revision)
             results["servers"][revision] = profile_server(revision, tree, seconds)
         results["servers"][PLAIN] = profile_server(PLAIN, None, seconds)
-    report.write_json_report(output, "profile", results, markdown)
-    return results
+    return run_results.finish(results)
 
 
 def markdown(results: dict) -> str:
@@ -126,10 +133,8 @@ with `--idle` (every thread, waiting included). Shares are of all samples in tha
     return "\n".join(parts)
 
 
-
-def rerender(directory: Path) -> None:
-    report.rerender_json(directory, "profile", markdown)
-
-
-def check(directory: Path) -> list[str]:
-    return report.stale_markdown(directory, "profile", markdown)
+STUDY = run_results.Study(
+    name="profile", summary="py-spy of the service at revisions (default HEAD) and of plain waitress under wrk "
+                            "load, on loopback (a minute)",
+    files=("profile.json", "profile.md"), add_options=add_options, run=run,
+    render=run_results.markdown_file("profile.md", markdown))

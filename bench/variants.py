@@ -1,4 +1,5 @@
-"""Build the project's images (and the study's other variants) with BuildKit, printing each command."""
+"""The images the bench builds (the project's and the study's other variants), and the Builder that builds
+them with BuildKit against bases chosen once, printing each command."""
 
 import os
 import subprocess
@@ -76,23 +77,49 @@ def registry_reachable() -> bool:
     return True
 
 
-def choose_offline(mode: str) -> bool:
-    """'registry', 'local', or 'auto': the registry's bases when they can be pulled, else local ones."""
-    if mode == "auto":
-        offline = not registry_reachable()
-        progress("using " + ("local bases made from Debian packages (python -m bench bases)" if offline
-                             else "the registry's official bases"))
-        return offline
-    return mode == "local"
+class Builder:
+    """Builds variants against one choice of bases: the registry's official bases, or the local ones `bench
+    bases` makes from Debian packages. `Builder.choose(mode)` resolves 'registry', 'local' or 'auto' (the
+    registry's when they can be pulled, else local) once, before anything is built."""
 
+    def __init__(self, offline: bool) -> None:
+        self.offline = offline
+        # The load balancer's Dockerfile starts from a plain Debian trixie image: the slim base is one.
+        self.base_args = [*bases.build_args(), "--build-arg", f"DEBIAN_IMAGE={bases.SLIM_BASE}"] if offline else []
+        self.slim_base = bases.SLIM_BASE if offline else REGISTRY_BASES[0]
 
-def base_args(offline: bool) -> list[str]:
-    """Build arguments that point the Dockerfiles at the locally made bases (offline) or keep defaults."""
-    if not offline:
-        return []
-    bases.make_bases()
-    # The load balancer's Dockerfile starts from a plain Debian trixie image: the slim base is one.
-    return [*bases.build_args(), "--build-arg", f"DEBIAN_IMAGE={bases.SLIM_BASE}"]
+    @classmethod
+    def choose(cls, mode: str = "auto") -> "Builder":
+        """Resolve the bases once: pull the registry's, or make the local ones if they are missing."""
+        offline = not registry_reachable() if mode == "auto" else mode == "local"
+        if mode == "auto":
+            progress("using " + ("local bases made from Debian packages (python -m bench bases)" if offline
+                                 else "the registry's official bases"))
+        if offline:
+            bases.make_bases()
+        return cls(offline)
+
+    def describe(self) -> str:
+        return ("local (made from Debian trixie packages by `python -m bench bases`)" if self.offline
+                else f"registry ({', '.join(REGISTRY_BASES)})")
+
+    def command(self, variant: Variant, extra: list[str] | None = None, context: Path | None = None,
+                tag: str | None = None) -> list[str]:
+        return ["build", "--progress=plain", "-f", str(dockerfile_path(variant)), "-t", tag or variant.tag,
+                *self.base_args, *revision_args(), *ca_secret_args(), *(extra or []),
+                str(context or variant.context)]
+
+    def build(self, variant: Variant, extra: list[str] | None = None, context: Path | None = None,
+              tag: str | None = None) -> tuple[float, str]:
+        """Build one variant; returns (wall seconds, BuildKit's plain progress output)."""
+        started = time.perf_counter()
+        result = docker(*self.command(variant, extra, context, tag), timeout=1800)
+        return time.perf_counter() - started, result.stderr + result.stdout
+
+    def build_all(self, names: tuple[str, ...] = DEPLOY_IMAGES) -> None:
+        for name in names:
+            seconds, _ = self.build(VARIANTS[name])
+            progress(f"built {VARIANTS[name].tag} in {seconds:.1f}s")
 
 
 def dockerfile_path(variant: Variant) -> Path:
@@ -122,24 +149,3 @@ def revision_args() -> list[str]:
         revision += "-dirty"
     source = os.environ.get("HELLO_API_SOURCE") or git("config", "--get", "remote.origin.url") or "unknown"
     return ["--build-arg", f"REVISION={revision}", "--build-arg", f"SOURCE={source}"]
-
-
-def build_command(variant: Variant, offline: bool, extra: list[str] | None = None,
-                  context: Path | None = None, tag: str | None = None) -> list[str]:
-    return ["build", "--progress=plain", "-f", str(dockerfile_path(variant)), "-t", tag or variant.tag,
-            *base_args(offline), *revision_args(), *ca_secret_args(), *(extra or []),
-            str(context or variant.context)]
-
-
-def build(variant: Variant, offline: bool, extra: list[str] | None = None,
-          context: Path | None = None, tag: str | None = None) -> tuple[float, str]:
-    """Build one variant; returns (wall seconds, BuildKit's plain progress output)."""
-    started = time.perf_counter()
-    result = docker(*build_command(variant, offline, extra, context, tag), timeout=1800)
-    return time.perf_counter() - started, result.stderr + result.stdout
-
-
-def build_images(offline: bool, names: tuple[str, ...] = DEPLOY_IMAGES) -> None:
-    for name in names:
-        seconds, _ = build(VARIANTS[name], offline)
-        progress(f"built {VARIANTS[name].tag} in {seconds:.1f}s")

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from .docker import ROOT, docker, progress
-from .measure import CONTAINER_PORT, becomes_healthy_at, container_ip, free_port, summary, wrk
-from .noise import Quietness
+from ..containers import CONTAINER_PORT, answers, container_ip, free_port, remove
+from ..docker import ROOT, docker, progress
+from ..load import CONNECTIONS, summary, wrk
+from ..noise import Quietness
 
 THREADS = 8
-CONNECTIONS = 16
 FLOOR = 0.8  # `bench check` fails a run whose service served less than this share of plain waitress's
 SIDES = ("service", "plain")
 QUIET = {"APP_LOG_LEVEL": "WARNING"}
@@ -69,7 +69,7 @@ def host_server(side: str, threads: int, tree: Path = ROOT) -> Iterator[Listenin
     progress(f"$ {' '.join(command[:2])}{' ...' if side == 'plain' else ''} (port {port}, {threads} threads)")
     process = subprocess.Popen(command, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        if not becomes_healthy_at("127.0.0.1", port):
+        if not answers(port):
             raise RuntimeError(f"the {side} server on port {port} never answered /health")
         yield Listening("127.0.0.1", port, process.pid)
     finally:
@@ -92,11 +92,11 @@ def container_server(tag: str, side: str, threads: int) -> Iterator[Listening]:
                plain_waitress_code(f"0.0.0.0:{CONTAINER_PORT}", threads))
     try:
         address = container_ip(name)
-        if not becomes_healthy_at(address, CONTAINER_PORT):
+        if not answers(CONTAINER_PORT, host=address):
             raise RuntimeError(f"{tag} ({side}) never answered /health at {address}")
         yield Listening(address, CONTAINER_PORT)
     finally:
-        docker("rm", "-f", name, check=False, quiet=True)
+        remove(name)
 
 
 def compare_route(route: Route, tag: str, rounds: int, seconds: int, quietness: Quietness) -> dict:

@@ -6,17 +6,18 @@ When a figure moves between committed runs, this says whether the code moved it:
 serving today's app as the control; wrk loads them in alternating rounds, the order rotated each round.
 """
 
+import argparse
 import subprocess
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from . import report
-from .docker import ROOT, progress
-from .measure import summary, wrk
-from .noise import Quietness, describe
-from .overhead import CONNECTIONS, THREADS, host_server
-from .report import table
+from .. import results as run_results
+from ..docker import ROOT, progress
+from ..load import CONNECTIONS, summary, wrk
+from ..noise import Quietness, describe
+from ..render import table
+from .control import THREADS, host_server
 
 CONTROL = "plain waitress"
 
@@ -38,7 +39,14 @@ def described(revision: str) -> str:
                           text=True, check=True).stdout.strip()[:100]
 
 
-def run_commits(revisions: list[str], rounds: int, seconds: int, output: Path) -> dict:
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("revisions", nargs="+", help="git revisions, e.g. 4324f7c HEAD")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
+    parser.add_argument("--seconds", type=int, default=5, help="seconds per wrk run (default 5)")
+
+
+def run(options: argparse.Namespace) -> dict:
+    revisions, rounds, seconds = options.revisions, options.rounds, options.seconds
     quietness = Quietness()
     samples: dict[str, list[dict]] = {label: [] for label in [*revisions, CONTROL]}
     with tempfile.TemporaryDirectory(prefix="hello-api-commits-") as work, ExitStack() as stack:
@@ -54,15 +62,14 @@ def run_commits(revisions: list[str], rounds: int, seconds: int, output: Path) -
                     samples[label].append(wrk(targets[label].port, seconds, CONNECTIONS, host=targets[label].host))
                 progress(f"round {number + 1}/{rounds}: " + ", ".join(
                     f"{label} {runs[-1]['requests_per_second']:,.0f}" for label, runs in samples.items()))
-    results = {"command": "python -m bench commits " + " ".join(revisions), "rounds": rounds, "seconds": seconds,
+    results = {**run_results.header("full", options.command_line), "rounds": rounds, "seconds": seconds,
                "threads": THREADS, "connections": CONNECTIONS,
                "revisions": {rev: described(rev) for rev in revisions},
                "servers": {label: {"requests_per_second": summary([r["requests_per_second"] for r in runs]),
                                    "p99_seconds": summary([r["p99_seconds"] for r in runs])}
                            for label, runs in samples.items()},
                "noise": quietness.summary()}
-    report.write_json_report(output, "commits", results, markdown)
-    return results
+    return run_results.finish(results)
 
 
 def markdown(results: dict) -> str:
@@ -84,10 +91,8 @@ alternating rounds of `wrk --latency -t2 -c{results['connections']} -d{results['
 """
 
 
-
-def rerender(directory: Path) -> None:
-    report.rerender_json(directory, "commits", markdown)
-
-
-def check(directory: Path) -> list[str]:
-    return report.stale_markdown(directory, "commits", markdown)
+STUDY = run_results.Study(
+    name="commits", summary="the service at several commits side by side on loopback, with plain waitress as "
+                            "the control (a minute or two)",
+    files=("commits.json", "commits.md"), add_options=add_options, run=run,
+    render=run_results.markdown_file("commits.md", markdown))

@@ -11,9 +11,9 @@ Four parts, each measured for real in one run and written to workers.json and wo
 - idle memory per process and in total, and `docker stop` of a 2-worker container, idle and under load.
 """
 
+import argparse
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -23,12 +23,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import images, reliability
-from .docker import ROOT, docker, progress
-from .images import BENCH, IMAGE, VARIANTS, Variant
-from .measure import CONTAINER_PORT, container_ip, free_port, get_status, running, summary, wrk
-from .noise import Quietness, describe
-from .report import table
+from .. import results as run_results
+from ..containers import CONTAINER_PORT, container_ip, free_port, get_status, running, stop
+from ..docker import ROOT, docker, progress
+from ..load import condense, require_wrk, summary, wrk
+from ..noise import Quietness, describe
+from ..render import mib, table, targets_table
+from ..variants import BENCH, IMAGE, VARIANTS, Variant
+from . import reliability
 
 REFERENCE = Variant("reference", f"{IMAGE}:reference", BENCH / "reference" / "Dockerfile", ROOT,
                     "the same app under gunicorn or granian, same slim base; for the bench only")
@@ -213,14 +215,6 @@ def route_runs(name: str, port: int, plan: Plan) -> dict:
             "idle_pss_total_kib": sum(p["pss_kib"] or 0 for p in idle), "process_count": len(idle)}
 
 
-def condense(attempts: list[dict]) -> dict:
-    rps = [a["requests_per_second"] for a in attempts]
-    middle = attempts[rps.index(statistics.median_low(rps))]
-    return {"requests_per_second": summary(rps), "p50_seconds": middle["p50_seconds"],
-            "p99_seconds": middle["p99_seconds"], "non_2xx": sum(a["non_2xx"] for a in attempts),
-            "socket_errors": sum(a["socket_errors"] for a in attempts), "runs": attempts}
-
-
 def row(tag: str, label: str, processes_count: int, plan: Plan, *options: str) -> dict:
     progress(f"throughput: {label}")
     with running(tag, *options) as (name, port):
@@ -251,10 +245,7 @@ def throughput_rows(plan: Plan, auto: int) -> dict:
 def stop_once(tag: str, count: int) -> tuple[float, int]:
     """`docker stop` of an idle container with APP_WORKERS=count: (seconds, exit code)."""
     with running(tag, f"-eAPP_WORKERS={count}") as (name, _):
-        started = time.perf_counter()
-        docker("stop", name, quiet=True, timeout=60)
-        seconds = time.perf_counter() - started
-        return seconds, int(docker("inspect", "--format", "{{.State.ExitCode}}", name, quiet=True).stdout)
+        return stop(name)
 
 
 def idle_stops(tag: str, runs: int) -> dict:
@@ -281,32 +272,31 @@ def stop_rows(plan: Plan) -> dict:
 
 # ---- the run -------------------------------------------------------------------------------------------
 
-def run_workers(offline: bool, quick: bool, output: Path) -> dict:
-    if shutil.which("wrk") is None:
-        raise SystemExit("the workers study needs wrk on PATH: apt-get install wrk (or brew install wrk)")
-    plan = Plan.for_mode(quick)
-    output.mkdir(parents=True, exist_ok=True)
-    images.build_images(offline, IMAGES)
-    seconds, _ = images.build(REFERENCE, offline)
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="shorter, fewer runs (about 4 minutes; for CI)")
+
+
+def run(options: argparse.Namespace) -> dict:
+    require_wrk("workers")
+    plan = Plan.for_mode(options.quick)
+    options.builder.build_all(IMAGES)
+    seconds, _ = options.builder.build(REFERENCE)
     progress(f"built {REFERENCE.tag} in {seconds:.1f}s")
-    cpus = cpu_facts(VARIANTS["slim"].tag)
-    load_at_start = os.getloadavg()[0]
     quietness = Quietness()
-    results = {"mode": "quick" if quick else "full", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "plan": plan.__dict__, "cpus": cpus,
-               "command": "python -m bench workers" + (" --quick" if quick else "")}
+    results = {**run_results.header("quick" if plan.quick else "full", options.command_line, plan),
+               "cpus": cpu_facts(VARIANTS["slim"].tag)}
     with quietness.around("socket modes"):
         results["socket_modes"] = socket_mode_study(plan)
     with quietness.around("throughput"):
-        results["throughput"] = throughput_rows(plan, cpus["container_auto_workers"])
+        results["throughput"] = throughput_rows(plan, results["cpus"]["container_auto_workers"])
     with quietness.around("stops"):
         results["stop"] = stop_rows(plan)
-    results["load_average"] = {"start": load_at_start, "end": os.getloadavg()[0]}
     results["noise"] = quietness.summary()
-    results["targets"] = evaluate_targets(results)
-    results["failures"] = failures(results)
-    write_all(results, output)
-    progress(f"results in {output}/: workers.json, workers.md")
+    return evaluate(run_results.finish(results))
+
+
+def evaluate(results: dict) -> dict:
+    results["targets"], results["failures"] = evaluate_targets(results), failures(results)
     return results
 
 
@@ -356,18 +346,14 @@ def evaluate_targets(results: dict) -> list[dict]:
 def failures(results: dict) -> list[str]:
     """Guarantees, not targets: with 2 workers no request is lost when stopping and every stop exits 0."""
     problems = []
-    for image, stop in results["stop"].items():
-        if any(stop["idle"]["exit_codes"]) or stop["under_load"]["exit_code"] != 0:
-            problems.append(f"{image} with 2 workers: docker stop left exit codes {stop['idle']['exit_codes']} "
-                            f"and {stop['under_load']['exit_code']} under load; every one must be 0")
-        if stop["under_load"]["lost"] != 0:
-            problems.append(f"{image} with 2 workers: {stop['under_load']['lost']} answered request(s) lost "
+    for image, stops in results["stop"].items():
+        if any(stops["idle"]["exit_codes"]) or stops["under_load"]["exit_code"] != 0:
+            problems.append(f"{image} with 2 workers: docker stop left exit codes {stops['idle']['exit_codes']} "
+                            f"and {stops['under_load']['exit_code']} under load; every one must be 0")
+        if stops["under_load"]["lost"] != 0:
+            problems.append(f"{image} with 2 workers: {stops['under_load']['lost']} answered request(s) lost "
                             "when stopping under load")
     return problems
-
-
-def mib(kib: float) -> str:
-    return f"{kib / 1024:.1f} MiB"
 
 
 def throughput_table(rows: dict) -> str:
@@ -429,8 +415,7 @@ def stop_table(stops: dict) -> str:
 
 def markdown(results: dict) -> str:
     cpus, plan, sockets = results["cpus"], results["plan"], results["socket_modes"]
-    targets = table(["target", "measured", "met"],
-                    [[t["target"], t["measured"], "yes" if t["met"] else "**no**"] for t in results["targets"]])
+    targets = targets_table(results["targets"])
     verdict = ("**Guarantees broken:**\n\n" + "\n".join(f"- {f}" for f in results["failures"])
                if results["failures"] else "Every guarantee held: each stop exited 0, no answered request lost.")
     quota = cpus["container_cpu_quota"]
@@ -489,25 +474,8 @@ Raw figures: [workers.json](workers.json).
 """
 
 
-def write_all(results: dict, directory: Path) -> None:
-    (directory / "workers.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    (directory / "workers.md").write_text(markdown(results))
-
-
-def rerender(directory: Path) -> None:
-    """workers.md again from workers.json (targets judged again), when the directory holds one."""
-    if (directory / "workers.json").is_file():
-        results = json.loads((directory / "workers.json").read_text())
-        results["targets"], results["failures"] = evaluate_targets(results), failures(results)
-        write_all(results, directory)
-
-
-def check(directory: Path) -> list[str]:
-    """When a results directory holds workers.json: workers.md is what it renders to; guarantees held."""
-    if not (directory / "workers.json").is_file():
-        return []
-    results = json.loads((directory / "workers.json").read_text())
-    problems = [f"guarantee broken: {failure}" for failure in failures(results)]
-    if not (directory / "workers.md").is_file() or (directory / "workers.md").read_text() != markdown(results):
-        problems.append("workers.md is missing or not what workers.json renders to")
-    return problems
+STUDY = run_results.Study(
+    name="workers", summary="APP_WORKERS=1 vs auto, and gunicorn and granian (minutes)",
+    files=("workers.json", "workers.md"), add_options=add_options, run=run,
+    render=run_results.markdown_file("workers.md", markdown), evaluate=evaluate,
+    guarantees=failures, builds=True)

@@ -7,19 +7,19 @@ route a user's client takes. Targets: gunicorn (gthread, 1 process x 8 threads) 
 worker) serve the same app from bench/reference/, one process each like the images.
 """
 
-import json
+import argparse
 import statistics
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
 
-from . import images
-from .docker import progress
-from .images import VARIANTS
-from .measure import running, wrk
-from .noise import Quietness, describe
-from .openloop import open_loop
-from .report import table, write_json_report
+from .. import results as run_results
+from ..containers import running
+from ..docker import progress
+from ..load import wrk
+from ..noise import Quietness, describe
+from ..openloop import open_loop
+from ..render import table, targets_table
+from ..variants import VARIANTS
 from .workers import REFERENCE
 
 SHARES = (0.25, 0.50, 0.75)  # of the seed's capacity
@@ -51,11 +51,14 @@ def seed_capacity(port: int, plan: dict) -> float:
     return statistics.median(runs)
 
 
-def run_latency(offline: bool, quick: bool, output: Path) -> dict:
-    plan = plan_for(quick)
-    for variant in ("seed", *PROJECT):
-        images.build(VARIANTS[variant], offline)
-    images.build(REFERENCE, offline)
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="one 3 s round per rate instead of two of 10 s")
+
+
+def run(options: argparse.Namespace) -> dict:
+    plan = plan_for(options.quick)
+    options.builder.build_all(("seed", *PROJECT))
+    options.builder.build(REFERENCE)
     quietness = Quietness()
     samples: dict[str, dict[str, list[dict]]] = {label: {} for label in TARGETS}
     with all_running() as ports:
@@ -75,12 +78,16 @@ def run_latency(offline: bool, quick: bool, output: Path) -> dict:
                         progress(f"{label} at {rate} req/s: p50 {result['p50_seconds'] * 1000:.2f} ms, p99 "
                                  f"{result['p99_seconds'] * 1000:.2f} ms, p99.9 {result['p999_seconds'] * 1000:.2f}"
                                  f" ms, {result['errors']} errors")
-    results = {"plan": plan, "seed_capacity": capacity, "rates": rates, "shares": list(SHARES),
+    results = {**run_results.header("quick" if options.quick else "full", options.command_line, plan),
+               "seed_capacity": capacity, "rates": rates, "shares": list(SHARES),
                "targets": {label: {rate: condense(runs) for rate, runs in by_rate.items()}
                            for label, by_rate in samples.items()},
                "noise": quietness.summary()}
+    return evaluate(run_results.finish(results))
+
+
+def evaluate(results: dict) -> dict:
     results["goals"] = evaluate_targets(results)
-    write_json_report(output, "latency", results, markdown)
     return results
 
 
@@ -140,8 +147,7 @@ def latency_table(results: dict) -> str:
 
 def markdown(results: dict) -> str:
     plan = results["plan"]
-    goals = table(["target", "measured", "met"],
-                  [[g["target"], g["measured"], "yes" if g["met"] else "**no**"] for g in results["goals"]])
+    goals = targets_table(results["goals"])
     lateness = max(r["send_lateness_p99_seconds"] for by_rate in results["targets"].values()
                    for r in by_rate.values())
     return f"""# Latency at fixed request rates (open loop)
@@ -170,19 +176,14 @@ p50 / p99 / p99.9 in ms{ROUNDS_NOTE if plan['rounds'] > 1 else ''}:
 """
 
 
-def rerender(directory: Path) -> None:
-    if (directory / "latency.json").is_file():
-        results = json.loads((directory / "latency.json").read_text())
-        results["goals"] = evaluate_targets(results)
-        write_json_report(directory, "latency", results, markdown)
+def shape(results: dict) -> list[str]:
+    measured = set(results["targets"])
+    return [] if measured == set(TARGETS) else [f"measured {sorted(measured)}, not every target {sorted(TARGETS)}"]
 
 
-def check(directory: Path) -> list[str]:
-    if not (directory / "latency.json").is_file():
-        return []
-    results = json.loads((directory / "latency.json").read_text())
-    problems = [] if set(results["targets"]) == set(TARGETS) else [
-        f"latency.json measured {sorted(results['targets'])}, not every target {sorted(TARGETS)}"]
-    if not (directory / "latency.md").is_file() or (directory / "latency.md").read_text() != markdown(results):
-        problems.append("latency.md is missing or not what latency.json renders to: run python -m bench report DIR")
-    return problems
+STUDY = run_results.Study(
+    name="latency", summary="latency at fixed request rates (open loop): every image, seed, gunicorn, granian "
+                            "(minutes)",
+    files=("latency.json", "latency.md"), add_options=add_options, run=run,
+    render=run_results.markdown_file("latency.md", markdown), evaluate=evaluate,
+    shape=shape, builds=True)

@@ -10,20 +10,21 @@
 Loopback and the project's own containers only; every run is bounded in count and time.
 """
 
+import argparse
 import contextlib
-import json
 import resource
 import socket
 import statistics
 import threading
 import time
-from pathlib import Path
 
-from .docker import docker, progress
-from .guarantees import reliability_failures
-from .images import PROJECT_IMAGES, VARIANTS
-from .measure import CONTAINER_PORT, container_ip, get_status, load_study, rss_kib, running, summary, wrk
-from .noise import Quietness, describe
+from .. import results as run_results
+from ..containers import CONTAINER_PORT, container_ip, get_status, rss_kib, running, stop
+from ..docker import docker, progress
+from ..load import summary, wrk
+from ..noise import Quietness, describe
+from ..variants import PROJECT_IMAGES, VARIANTS
+from .images import Target, load_study
 
 CONNECTIONS = 64
 LORIS_ROUTES = {  # runs before 2026-12-01 went through the port proxy, which can reorder who arrives first
@@ -58,18 +59,16 @@ def stop_under_load(tag: str, seconds: int = 8, stop_after: float = 3.0, options
 
         def stop_later() -> None:
             time.sleep(stop_after)
-            started = time.perf_counter()
-            docker("stop", name, quiet=True, timeout=60)
-            outcome["stop_seconds"] = time.perf_counter() - started
+            outcome["stopped"] = stop(name)
 
         stopper = threading.Thread(target=stop_later)
         stopper.start()
         received = wrk(port, seconds, CONNECTIONS, path="/hello/stop")
         stopper.join()
         logs = docker("logs", name, quiet=True)
-        exit_code = int(docker("inspect", "--format", "{{.State.ExitCode}}", name, quiet=True).stdout)
+        exit_code = outcome["stopped"].exit_code
     answered = sum(" GET /hello/stop 200 " in line for line in logs.stdout.splitlines())
-    return {"exit_code": exit_code, "stop_seconds": outcome["stop_seconds"], "answered_by_server": answered,
+    return {"exit_code": exit_code, "stop_seconds": outcome["stopped"].seconds, "answered_by_server": answered,
             "received_by_client": received["requests"], "lost": answered - received["requests"],
             "client_socket_errors": received["socket_errors"], "client_non_2xx": received["non_2xx"],
             "server_said": next((line for line in logs.stderr.splitlines() if "Stopped" in line), ""),
@@ -78,7 +77,7 @@ def stop_under_load(tag: str, seconds: int = 8, stop_after: float = 3.0, options
 
 def threads_before_after(tag: str, seconds: int) -> dict:
     """waitress's default 4 worker threads against this project's 8, same image, same load."""
-    return {str(threads): load_study(tag, seconds, CONNECTIONS, runs=2, env={"APP_THREADS": str(threads)})
+    return {str(threads): load_study(Target(tag, tag, env=(f"APP_THREADS={threads}",)), seconds, CONNECTIONS, runs=2)
             for threads in (4, 8)}
 
 
@@ -178,17 +177,23 @@ def select_against_poll(tag: str, seconds: int, rounds: int) -> dict:
     runs: dict[str, list[dict]] = {"select": [], "poll": []}
     for _ in range(rounds):
         for loop, limit in (("select", 1000), ("poll", 2000)):
-            runs[loop].append(load_study(tag, seconds, 16, runs=1, env={"APP_CONNECTION_LIMIT": str(limit)}))
+            runs[loop].append(load_study(Target(tag, tag, env=(f"APP_CONNECTION_LIMIT={limit}",)), seconds, 16,
+                                         runs=1))
     return {loop: {"requests_per_second": summary([r["requests_per_second"]["median"] for r in results]),
                    "p99_seconds": statistics.median(r["p99_seconds"] for r in results),
                    "seconds": seconds, "connections": 16}
             for loop, results in runs.items()}
 
 
-def run_reliability(output: Path, quick: bool) -> dict:
-    output.mkdir(parents=True, exist_ok=True)
-    seconds = 20 if quick else 60
-    results = {"mode": "quick" if quick else "full", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="a 20 s soak instead of 60 s")
+
+
+def run(options: argparse.Namespace) -> dict:
+    options.builder.build_all(PROJECT_IMAGES)
+    seconds = 20 if options.quick else 60
+    quick = options.quick
+    results = {**run_results.header("quick" if quick else "full", options.command_line, {"soak_seconds": seconds}),
                "images": {}}
     quietness = Quietness()
     for name in PROJECT_IMAGES:
@@ -212,11 +217,34 @@ def run_reliability(output: Path, quick: bool) -> dict:
     with quietness.around("select and poll"):
         results["tuning"]["event_loop"] = select_against_poll(slim, 3 if quick else 10, 2 if quick else 5)
     results["noise"] = quietness.summary()
-    results["failures"] = reliability_failures(results)
-    (output / "reliability.json").write_text(json.dumps(results, indent=2) + "\n")
-    (output / "reliability.md").write_text(markdown(results))
-    progress(f"results in {output}/: reliability.json, reliability.md")
+    return evaluate(run_results.finish(results))
+
+
+def evaluate(results: dict) -> dict:
+    results["failures"] = failures(results)
     return results
+
+
+def failures(results: dict) -> list[str]:
+    """From reliability.json: no lost request, no killed container, no error under the soak, no lockout."""
+    problems = []
+    for name, checks in results.get("images", {}).items():
+        soak, stop = checks["soak"], checks["stop_under_load"]
+        if soak["socket_errors"] or soak["non_2xx"]:
+            problems.append(f"{name}: the soak saw {soak['socket_errors']} socket error(s) and {soak['non_2xx']} "
+                            "non-2xx answer(s); both must be 0")
+        if stop["lost"] != 0:
+            problems.append(f"{name}: stopping under load, the server answered {stop['answered_by_server']} "
+                            f"requests but the client received {stop['received_by_client']}: "
+                            f"{stop['lost']} lost")
+        if stop["exit_code"] != 0:
+            problems.append(f"{name}: stopping under load ended with exit code {stop['exit_code']}, not 0")
+        lockout = checks.get("lockout")
+        if lockout is not None and lockout["fresh_clients_served"] != lockout["fresh_clients"]:
+            problems.append(f"{name}: with {lockout['silent']} silent and {lockout['dripping']} dripping sockets "
+                            f"open, {lockout['fresh_clients'] - lockout['fresh_clients_served']} of "
+                            f"{lockout['fresh_clients']} fresh clients were not served")
+    return problems
 
 
 def markdown(results: dict) -> str:
@@ -321,3 +349,10 @@ Connection limit, before (waitress's default 100) and after (this project's 1000
 |---|---|
 {loris_rows}
 {loop_section}"""
+
+
+STUDY = run_results.Study(
+    name="reliability", summary="soak, stop under load, hostile clients (minutes)",
+    files=("reliability.json", "reliability.md"), add_options=add_options, run=run,
+    render=run_results.markdown_file("reliability.md", markdown),
+    evaluate=evaluate, guarantees=failures, builds=True)

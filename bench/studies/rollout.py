@@ -11,25 +11,27 @@ Loopback and the project's own containers only; every load and every wait is bou
 left as found: the bench leaves swarm mode if it initialised it, and removes its stacks either way.
 """
 
+import argparse
 import http.client
-import json
 import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
-import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .docker import ROOT, docker, image_exists, progress
-from .images import IMAGE, VARIANTS
-from .measure import becomes_healthy, free_port, summary
-from .report import BASELINE, table
+from .. import results as run_results
+from ..containers import answers, free_port
+from ..docker import ROOT, docker, image_exists, progress
+from ..load import summary
+from ..noise import Quietness, describe
+from ..render import table
+from ..variants import DEPLOY_IMAGES, IMAGE, ROLLOUT_EXTRA_IMAGES, VARIANTS
 
 STACK_FILE = ROOT / "deploy" / "swarm" / "stack.yaml"
 NO_RETRY_FILE = ROOT / "deploy" / "swarm" / "no-retry.yaml"
@@ -149,7 +151,7 @@ def eventually(condition: Callable[[], bool], seconds: float, interval: float = 
 
 
 def must_answer(port: int, what: str, seconds: float = 60) -> None:
-    if not becomes_healthy(port, seconds):
+    if not answers(port, seconds=seconds):
         raise RuntimeError(f"{what} did not answer GET /health with 200 on port {port} within {seconds:.0f} s")
 
 
@@ -378,22 +380,25 @@ def available_images() -> list[str]:
     return [name for name in IMAGES if name in VARIANTS and image_exists(VARIANTS[name].tag)]
 
 
-def run_rollout(output: Path, quick: bool) -> dict:
-    plan = Plan.for_mode(quick)
-    output.mkdir(parents=True, exist_ok=True)
-    results = {"mode": "quick" if quick else "full", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "plan": plan.__dict__, "request": f"GET {PATH}", "request_timeout_seconds": REQUEST_TIMEOUT,
-               "cpus": os.cpu_count(), "docker": docker("version", "--format", "{{.Server.Version}}",
-                                                        quiet=True).stdout.strip(),
-               "images": {}}
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="2 replicas and one update per image instead of 3 and 3")
+
+
+def run(options: argparse.Namespace) -> dict:
+    options.builder.build_all((*ROLLOUT_EXTRA_IMAGES, *DEPLOY_IMAGES))
+    plan = Plan.for_mode(options.quick)
+    results = {**run_results.header("quick" if options.quick else "full", options.command_line, plan),
+               "request": f"GET {PATH}", "request_timeout_seconds": REQUEST_TIMEOUT, "images": {}}
+    results["cpus"], results["docker"] = results["machine"]["cpus"], results["machine"]["docker_server"]
     names = available_images()
+    quietness = Quietness()
     with swarm_mode():
         for name in names:
-            results["images"][name] = study_image(name, plan)
+            with quietness.around(f"rollout: {name}"):
+                results["images"][name] = study_image(name, plan)
     results["compose"] = compose_recreate(plan)
-    write_all(results, output)
-    progress(f"results in {output}/: rollout.json, rollout.md, rollout.svg")
-    return results
+    results["noise"] = quietness.summary()
+    return run_results.finish(results)
 
 
 def failures(results: dict) -> list[str]:
@@ -406,7 +411,7 @@ def failures(results: dict) -> list[str]:
             if run["update"]["update_state"] != "completed" or not run["update"]["all_replaced"]:
                 problems.append(f"{name}: rolling update {number} did not complete and replace every replica: "
                                 f"{run['update']}")
-            for config in (c for c in CONFIGS if c in run and name != BASELINE):
+            for config in (c for c in CONFIGS if c in run and name != "seed"):
                 if run[config]["failed"]:
                     problems.append(f"{name}: rolling update {number} lost {run[config]['failed']} of "
                                     f"{run[config]['sent']} requests through the {config} balancer: "
@@ -453,6 +458,7 @@ Docker {results['docker']}, {results['cpus']} CPUs. For each image, `docker stac
 balancer send `{results['request']}` back to back on kept-alive connections (timeout
 {results['request_timeout_seconds']:.0f} s), from {plan['settle_seconds']:.0f} s before each update to
 {plan['settle_seconds']:.0f} s after it. Both balancers stand in front of the same replicas during the same update.
+{describe(results.get('noise'))}
 Rollout: wall time of the update command, median of the runs.
 
 {table(["image", *(CONFIG_TITLES[c] for c in configs), "rollout"], summary_rows)}
@@ -529,29 +535,16 @@ def svg_chart(results: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_all(results: dict, directory: Path) -> None:
-    (directory / "rollout.json").write_text(json.dumps(results, indent=2) + "\n")
-    (directory / "rollout.md").write_text(markdown(results))
-    (directory / "rollout.svg").write_text(svg_chart(results))
+def render(results: dict, _: Path) -> dict[str, str]:
+    return {"rollout.md": markdown(results), "rollout.svg": svg_chart(results)}
 
 
-def render(directory: Path) -> None:
-    write_all(json.loads((directory / "rollout.json").read_text()), directory)
+def shape(results: dict) -> list[str]:
+    return [] if results["images"] and "compose" in results else ["no image or no compose result"]
 
 
-def check(directory: Path) -> list[str]:
-    """Problems with a rollout results directory: missing files, a stale report, an unparsable chart."""
-    missing = [name for name in ("rollout.json", "rollout.md", "rollout.svg") if not (directory / name).is_file()]
-    if missing:
-        return [f"{directory / name} is missing" for name in missing]
-    results = json.loads((directory / "rollout.json").read_text())
-    problems = []
-    if (directory / "rollout.md").read_text() != markdown(results):
-        problems.append("rollout.md is not what rollout.json renders to: python -m bench report DIR")
-    try:
-        ElementTree.fromstring((directory / "rollout.svg").read_text())
-    except ElementTree.ParseError as error:
-        problems.append(f"rollout.svg is not valid XML: {error}")
-    if not results["images"] or "compose" not in results:
-        problems.append("rollout.json has no image or no compose result")
-    return problems
+STUDY = run_results.Study(
+    name="rollout", summary="rolling updates of the swarm stack under load, per image and balancer; compose "
+                            "--force-recreate (minutes)",
+    files=("rollout.json", "rollout.md", "rollout.svg"), add_options=add_options, run=run, render=render,
+    guarantees=failures, shape=shape, builds=True)

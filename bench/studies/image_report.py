@@ -1,0 +1,466 @@
+"""The image study's report: results.json rendered as Markdown (a table per measurement, ratios to the
+baseline image) and an SVG chart; and the preset's targets. Works for the preset's runs, for `bench compare`
+of any images (where a measurement is missing, the image's problems say why), and for older runs."""
+
+from pathlib import Path
+
+from .. import noise
+from ..render import bar, mb, mib, ms, ratio, table, targets_table, yes_no
+from . import control
+
+DEFAULT_BASELINE = "seed"  # runs before `bench compare` named no baseline: it was always seed
+PROJECT_IMAGES = ("slim", "distroless", "micro")
+
+
+def baseline(results: dict) -> str:
+    return results.get("baseline", DEFAULT_BASELINE)
+
+
+def measured(v: dict, key: str) -> dict[str, dict]:
+    """{image: its `key` measurement}, for the images that have it."""
+    return {name: entry[key] for name, entry in v.items() if key in entry}
+
+
+def base_of(v: dict, key: str, name: str) -> dict:
+    return v.get(name, {}).get(key, {})
+
+
+# Start-up ceiling, as a multiple of a noop container's start: the issue 9 goal for the shell-less images.
+STARTUP_CEILING = {"slim": 1.2, "distroless": 1.15, "micro": 1.15}
+MICRO_MAX_BYTES = 15_000_000
+MICRO_MAX_SHARE_OF_DISTROLESS = 0.30
+MICRO_MAX_GZIP_BYTES = 6_000_000
+
+
+def micro_targets(v: dict) -> list[dict]:
+    """The micro image's own targets: size against an absolute ceiling and against distroless, start-up
+    against distroless in the same run."""
+    micro, distroless = v["micro"], v["distroless"]
+    size, share = micro["size"]["uncompressed_bytes"], (micro["size"]["uncompressed_bytes"]
+                                                         / distroless["size"]["uncompressed_bytes"])
+    packed = micro["size"]["compressed_bytes"]
+    mine, theirs = micro["startup"]["median"], distroless["startup"]["median"]
+    return [
+        {"target": f"micro uncompressed ≤ {mb(MICRO_MAX_BYTES)} and ≤ {MICRO_MAX_SHARE_OF_DISTROLESS:.2f}× distroless",
+         "measured": f"{mb(size)}, {share:.2f}× distroless",
+         "met": size <= MICRO_MAX_BYTES and share <= MICRO_MAX_SHARE_OF_DISTROLESS},
+        {"target": f"micro gzip of `docker save` ≤ {mb(MICRO_MAX_GZIP_BYTES)}", "measured": mb(packed),
+         "met": packed <= MICRO_MAX_GZIP_BYTES},
+        {"target": "micro: start-up to first 200 no slower than distroless's", "measured":
+         f"{ms(mine)} vs {ms(theirs)} ({mine / theirs:.2f}×)", "met": mine <= theirs},
+    ]
+
+
+HARDENING_MIN_RATIO = 0.95  # the service's throughput against plain waitress's, same app and threads
+HARDENING_MAX_P99_RATIO = 1.1
+FRONTIER = {"loopback, 1 thread": 1.5, "loopback, 8 threads": 1.2}  # beyond matching waitress: beating it
+LIKE_FOR_LIKE = ("loopback, 8 threads", "slim, straight to the container")
+
+
+def hardening_targets(cost: dict) -> list[dict]:
+    """The service against plain waitress in the same run (runs from issue 16 on)."""
+    targets = []
+    for name in (n for n in LIKE_FOR_LIKE if n in cost):
+        route = cost[name]
+        ratio, p99 = route["ratio"]["median"], route["p99_ratio"]["median"]
+        targets.append({"target": f"hardening cost, {name}: ≥ {HARDENING_MIN_RATIO}× plain waitress's throughput, "
+                                  f"p99 ≤ {HARDENING_MAX_P99_RATIO}× its p99",
+                        "measured": f"{ratio:.2f}× throughput, {p99:.2f}× p99",
+                        "met": ratio >= HARDENING_MIN_RATIO and p99 <= HARDENING_MAX_P99_RATIO})
+    for name, wanted in FRONTIER.items():
+        if name in cost:
+            ratio = cost[name]["ratio"]["median"]
+            targets.append({"target": f"beyond waitress, {name}: ≥ {wanted}× plain waitress's throughput",
+                            "measured": f"{ratio:.2f}×", "met": ratio >= wanted})
+    return targets
+
+
+def evaluate_targets(results: dict) -> list[dict]:
+    """The issues' targets, each with the measured value and whether it was met."""
+    v = results["variants"]
+    noop = results["noop_startup"]["median"]
+    targets = [{
+        "target": "distroless ≤ 50% of slim's uncompressed size",
+        "measured": f"{v['distroless']['size']['uncompressed_bytes'] / v['slim']['size']['uncompressed_bytes']:.0%}",
+        "met": v["distroless"]["size"]["uncompressed_bytes"] <= 0.5 * v["slim"]["size"]["uncompressed_bytes"],
+    }]
+    if "micro" in v:
+        targets += micro_targets(v)
+    targets += hardening_targets(results.get("hardening_cost", {}))
+    for name in (n for n in STARTUP_CEILING if n in v):
+        mine = v[name]
+        startup, ceiling = mine["startup"]["median"], STARTUP_CEILING[name]
+        if "micro" not in v:  # runs from before issue 9: every image was judged against 1.2 times
+            ceiling = 1.2
+        load, seed_load = mine["load"], v[DEFAULT_BASELINE]["load"]
+        code_edit = mine["cache"]["code_edit"]
+        targets += [
+            {"target": f"{name}: start-up to first 200 ≤ {ceiling:g}× a noop container",
+             "measured": f"{startup / noop:.2f}× ({ms(startup)} vs {ms(noop)})", "met": startup <= ceiling * noop},
+            {"target": f"{name}: start-up faster than seed",
+             "measured": f"{ms(startup)} vs {ms(v[DEFAULT_BASELINE]['startup']['median'])}",
+             "met": startup < v[DEFAULT_BASELINE]["startup"]["median"]},
+            {"target": f"{name}: docker stop ≤ 0.3 s",
+             "measured": f"{mine['stop']['median']:.2f} s, exit codes {mine['stop']['exit_codes']}",
+             "met": mine["stop"]["median"] <= 0.3},
+            {"target": f"{name}: throughput ≥ 4× seed",
+             "measured": ratio(load["requests_per_second"]["median"], seed_load["requests_per_second"]["median"]),
+             "met": load["requests_per_second"]["median"] >= 4 * seed_load["requests_per_second"]["median"]},
+            {"target": f"{name}: p99 ≤ 15 ms at {load['connections']} connections",
+             "measured": ms(load["p99_seconds"]), "met": load["p99_seconds"] <= 0.015},
+            {"target": f"{name}: p99 at {load['connections']} connections ≤ 0.5× seed's",
+             "measured": f"{ratio(load['p99_seconds'], seed_load['p99_seconds'])} "
+                         f"({ms(load['p99_seconds'])} vs {ms(seed_load['p99_seconds'])})",
+             "met": load["p99_seconds"] <= 0.5 * seed_load["p99_seconds"]},
+            {"target": f"{name}: idle RSS ≤ 10 MiB",
+             "measured": f"{load['rss_idle_kib'] / 1024:.1f} MiB", "met": load["rss_idle_kib"] <= 10 * 1024},
+            {"target": f"{name}: code-only rebuild re-runs no dependency step, ≤ 15% of the cold build",
+             "measured": f"pip re-ran: {yes_no(code_edit['dependency_step_reran'])}; "
+                         f"{mine['cache']['code_edit_share_of_cold']:.0%} of cold",
+             "met": not code_edit["dependency_step_reran"] and mine["cache"]["code_edit_share_of_cold"] <= 0.15},
+        ]
+    return targets
+
+
+def size_table(v: dict, base_name: str) -> str:
+    base = base_of(v, "size", base_name)
+    rows = [[f"`{n}`", mb(s["uncompressed_bytes"]), ratio(s["uncompressed_bytes"], base.get("uncompressed_bytes")),
+             mb(s["compressed_bytes"]), ratio(s["compressed_bytes"], base.get("compressed_bytes")), len(s["layers"]),
+             s["files"], yes_no(s["shell"]), yes_no(s["package_manager"]), yes_no(s["pip"]), s["python"] or "none",
+             yes_no(s["healthcheck"]) if "healthcheck" in s else "–"]
+            for n, s in measured(v, "size").items()]
+    return table(["image", "uncompressed", f"×{base_name}", "gzip of `docker save`", f"×{base_name}", "layers",
+                  "files", "shell", "apt/dpkg/apk", "pip", "Python", "HEALTHCHECK"], rows)
+
+
+def breakdown_section(v: dict) -> str:
+    """Bytes by kind of file, for the runs that recorded it (issue 9 on); empty for older runs."""
+    kinds_by_image = {n: s["bytes_by_kind"] for n, s in measured(v, "size").items() if "bytes_by_kind" in s}
+    if not kinds_by_image:
+        return ""
+    kinds = list(next(iter(kinds_by_image.values())))
+    rows = [[f"`{n}`", *(mb(k[kind]) for kind in kinds), mb(sum(k.values()))] for n, k in kinds_by_image.items()]
+    return ("By kind of file (regular files in `docker export`, by path: the interpreter binary and "
+            "libpython; `*.so*` files, Python's extension modules included; `.pyc` and `.py` under "
+            "`lib/python3.X/` outside `*-packages`; `/app/deps`; the rest of `/app`; everything else, "
+            "seed's Flask and the bases' pip included):\n\n"
+            + table(["image", *kinds, "total"], rows) + "\n\n")
+
+
+def layers_section(v: dict) -> str:
+    parts = []
+    for name, size in measured(v, "size").items():
+        rows = [[mb(layer["bytes"]), f"`{layer['created_by'].replace('|', '/')[:100]}`"]
+                for layer in size["layers"] if layer["bytes"] > 0]
+        parts.append(f"<details><summary><code>{name}</code>: {len(size['layers'])} layers, "
+                     f"{len(rows)} non-empty</summary>\n\n{table(['size', 'created by'], rows)}\n\n</details>")
+    return "\n\n".join(parts)
+
+
+CACHE_BUILDS = ("cold", "no_change", "code_edit", "dependency_edit")
+
+
+def cache_table(v: dict, base_name: str) -> str:
+    base = base_of(v, "cache", base_name)
+
+    def cell(c: dict, key: str) -> str:
+        if key not in c:
+            return "– (no such file)"
+        build, base_seconds = c[key], base.get(key, {}).get("seconds")
+        times_base = ratio(build["seconds"], base_seconds)
+        return f"{build['seconds']:.1f} s ({build['cached']}/{build['steps']} cached) {times_base}"
+
+    rows = [[f"`{n}`", *(cell(c, k) for k in CACHE_BUILDS),
+             yes_no(c["code_edit"]["dependency_step_reran"]) if "code_edit" in c else "–",
+             f"{c['code_edit_share_of_cold']:.0%}" if c.get("code_edit_share_of_cold") is not None else "–"]
+            for n, c in measured(v, "cache").items()]
+    edited = [f"`{n}`: code `{c['edited_files']['code']}`, dependencies `{c['edited_files']['dependency']}`"
+              for n, c in measured(v, "cache").items() if "edited_files" in c]
+    return (table(["image", "cold (`--no-cache`)", "no change", "code edit", "dependency edit",
+                   "dependency install re-ran on code edit", "code edit ÷ cold"], rows)
+            + ("\n\nFiles edited: " + "; ".join(edited) + "." if edited else ""))
+
+
+def startup_table(results: dict, base_name: str) -> str:
+    v, noop = results["variants"], results["noop_startup"]
+    base = base_of(v, "startup", base_name).get("median")
+    rows = [[f"`{n}`", ms(s["min"]), ms(s["median"]), ms(s["p90"]), ms(s["max"]), ratio(s["median"], noop["median"]),
+             ratio(s["median"], base)] for n, s in measured(v, "startup").items()]
+    rows.append(["noop (floor)", ms(noop["min"]), ms(noop["median"]), ms(noop["p90"]), ms(noop["max"]), "1.00×",
+                 ratio(noop["median"], base)])
+    return table(["image", "min", "median", "p90", "max", "×noop", f"×{base_name}"], rows)
+
+
+def phases_section(results: dict) -> str:
+    """The start-up split into phases (the preset's runs from issue 9 on); empty otherwise."""
+    phases = results.get("startup_phases")
+    if not phases:
+        return ""
+    rows = [[f"`{n}`", ms(p["docker"]), ms(p["python"]), ms(p["imports"]), ms(p["first_answer"]), ms(p["total"]),
+             p["runs"]] for n, p in phases.items()]
+    return ("\n\nWhere the time goes, median of a few more starts of each project image: *docker* from `docker "
+            "run -d` until Docker started the process (its `.State.StartedAt`); *python* from then until the "
+            "service logged that it listens (interpreter, imports, bind; the log's clock has millisecond steps); "
+            "*imports*, part of *python*: the sum of every module's own time in one `python3 -X importtime -c "
+            "'import service.server'` in the image; *first answer* from listening until the bench's poll got its "
+            "first 200 (Docker's port proxy and the 5 ms poll). These starts run after the interleaved rounds "
+            "above, not beside the noop, so compare them with each other, not with the noop.\n\n"
+            + table(["image", "docker", "python", "imports", "first answer", "total", "runs"], rows))
+
+
+def stop_table(v: dict, base_name: str) -> str:
+    base = base_of(v, "stop", base_name).get("median")
+    rows = [[f"`{n}`", f"{s['median']:.2f} s", f"{s['max']:.2f} s", ", ".join(map(str, s["exit_codes"])),
+             ratio(s["median"], base)] for n, s in measured(v, "stop").items()]
+    return table(["image", "median", "max", "exit codes", f"×{base_name}"], rows)
+
+
+def memory_table(v: dict, base_name: str) -> str:
+    base = base_of(v, "load", base_name)
+    rows = [[f"`{n}`", mib(m["rss_idle_kib"]), ratio(m["rss_idle_kib"], base.get("rss_idle_kib")),
+             mib(m["rss_under_load_kib"]) if "rss_under_load_kib" in m else "– (no load)",
+             ratio(m.get("rss_under_load_kib"), base.get("rss_under_load_kib"))]
+            for n, m in measured(v, "load").items()]
+    return table(["image", "RSS idle", f"×{base_name}", "RSS under load (max)", f"×{base_name}"], rows)
+
+
+def throughput_table(v: dict, base_name: str) -> str:
+    base = base_of(v, "load", base_name)
+    base_rps = base.get("requests_per_second", {}).get("median")
+    rows = [[f"`{n}`", f"{t['requests_per_second']['median']:,.0f}",
+             f"{t['requests_per_second']['min']:,.0f}–{t['requests_per_second']['max']:,.0f}",
+             ratio(t["requests_per_second"]["median"], base_rps),
+             f"{t['p50_seconds'] * 1000:.2f} ms", f"{t['p99_seconds'] * 1000:.2f} ms",
+             ratio(t["p99_seconds"], base.get("p99_seconds")), t["non_2xx"], t["socket_errors"]]
+            for n, t in measured(v, "load").items() if "requests_per_second" in t]
+    return table(["image", "req/s (median)", "min–max", f"×{base_name}", "p50", "p99", f"p99 ×{base_name}",
+                  "non-2xx", "socket errors"], rows)
+
+
+def open_loop_section(v: dict, base_name: str, seconds: int) -> str:
+    """Latency at fixed rates (`bench compare` runs); empty when no image has them."""
+    latencies = measured(v, "open_loop")
+    if not latencies:
+        return ""
+    rates = list(next(iter(latencies.values())))
+    rows = [[f"`{n}`", *(f"{r[rate]['p50_seconds'] * 1000:.2f} / {r[rate]['p99_seconds'] * 1000:.2f} ms"
+                          + (f", {r[rate]['errors'] + r[rate]['non_2xx']} failed"
+                             if r[rate]["errors"] + r[rate]["non_2xx"] else "") for rate in rates)]
+            for n, r in latencies.items()]
+    return f"""## Latency at fixed rates
+
+The open-loop generator (bench/openloop.py) sends on schedule at 25%, 50% and 75% of `{base_name}`'s median
+throughput above, {seconds} s per rate, one image at a time, through the `-p` mapping; a request waits for a
+free connection in a pool of 64 and that wait counts in its latency. p50 / p99 per rate:
+
+{table(["image", *(f"{rate} req/s" for rate in rates)], rows)}
+
+"""
+
+
+def hardening_section(results: dict) -> str:
+    """The control: the service against plain waitress, same app, same threads (runs from issue 16 on)."""
+    cost = results.get("hardening_cost")
+    if not cost:
+        return ""
+    rows = [[name, *control.row_cells(route)] for name, route in cost.items()]
+    return f"""## What the hardening costs
+
+The control: `python -m service` against plain waitress serving the same `service.app.create_app` with the
+same threads (`{control.plain_waitress_code("ADDRESS", control.THREADS)}`), both running at once, neither
+writing an access log. {control.statistics_note(cost)}
+
+{table(["route", "service req/s", "plain waitress req/s", "service ÷ plain", "p99 service / plain",
+        "p99 ÷ plain"], rows)}
+
+"""
+
+
+def problems_section(v: dict) -> str:
+    """What could not be measured, image by image (`bench compare` of images that exit, never answer...)."""
+    lines = [f"- `{n}`: {problem}" for n, entry in v.items() for problem in entry.get("problems", [])]
+    if not lines:
+        return ""
+    return "## What could not be measured\n\n" + "\n".join(lines) + "\n\n"
+
+
+def request_facts(results: dict) -> dict:
+    """Port, ready path and load URL; runs before `bench compare` used the service's."""
+    return {"port": 5000, "ready": "/health", "url": "/hello/bench", **results.get("request", {})}
+
+
+def memory_probe(results: dict) -> str:
+    if results.get("rss_from") == "host":
+        return "read on the host from its `/proc/PID/status` (which works for any image)"
+    return "read by `docker exec CONTAINER python3 -c ...`"
+
+
+def markdown(results: dict, has_reliability: bool = False, has_latency: bool = False) -> str:
+    v, m, plan = results["variants"], results["machine"], results["plan"]
+    base_name, request = baseline(results), request_facts(results)
+    reliability_link = ("Load, faults and hostile clients: [reliability.md](reliability.md) "
+                        "(`python -m bench reliability`).\n\n" if has_reliability else "")
+    latency_link = ("Open-loop latency at fixed rates: [latency.md](latency.md) (`python -m bench latency`).\n\n"
+                    if has_latency else "")
+    load = next(iter(measured(v, "load").values()), None) or {"connections": plan.get("connections", 16),
+                                                              "seconds": plan.get("load_seconds", "?")}
+    targets = f"## Targets\n\n{targets_table(results['targets'])}\n\n" if results.get("targets") else ""
+    images = table(["image", "tag", "what it is"],
+                   [[f"`{n}`", f"`{x['tag']}`", x["note"] or "–"] for n, x in v.items()])
+    python_probe = "import sys" if "micro" in v or results.get("compare") else "import platform"
+    command = f"`{results['command']}`. " if results.get("command") else ""
+    cache = ("" if not measured(v, "cache") else f"""## Build cache
+
+A temporary copy of each build context, built four times in a row: `docker build --no-cache`, then with no
+change, then after appending a comment line to the code file, then to the dependency file. Steps and cache
+hits are read from BuildKit's `--progress=plain` output. A pip cache mount survives `--no-cache`, so the
+project images' cold builds reuse downloaded wheels; `seed` uses `pip --no-cache-dir` and downloads again.
+
+{cache_table(v, base_name)}
+
+""")
+    return f"""# Image study: {results['label']}
+
+{results.get('date', m.get('date'))}, {results['mode']} mode. {command}{m['cpus']} CPUs, {m['platform']}, Docker \
+{m['docker_server']}.
+Bases: {m.get('bases', 'none built')}. Every ratio is to `{base_name}`, measured in the same run.
+{noise.describe(results.get("noise"))}
+
+{images}
+
+![size and start-up](chart.svg)
+
+{problems_section(v)}{targets}## Size
+
+`docker image inspect` (uncompressed); gzip of `docker save` (about what a pull moves); file count,
+shell and package manager from `docker export`; Python from `python3 -c '{python_probe}; ...'` in the image.
+
+{size_table(v, base_name)}
+
+{breakdown_section(v)}{layers_section(v)}
+
+{cache}## Start-up
+
+`docker run -d -p 127.0.0.1:PORT:{request['port']} IMAGE`, then `GET {request['ready']}` every 5 ms with a 200 ms
+timeout until it answers 2xx (the port proxy accepts connections before the app listens). Noop floor: the
+same `docker run -d -p ...` of a container that only sleeps, returning when it runs. {plan['startup_runs']}
+interleaved rounds after one warm-up.
+
+{startup_table(results, base_name)}{phases_section(results)}
+
+## Stop
+
+`docker stop` (Docker's default 10 s before SIGKILL) of a ready container, {plan['stop_runs']} run(s); exit
+code from `docker inspect`. 137 means Docker had to kill it.
+
+{stop_table(v, base_name)}
+
+## Memory
+
+VmRSS of the container's first process (the server), {memory_probe(results)}: idle after 20
+requests and 2 s, and in the middle of each load run.
+
+{memory_table(v, base_name)}
+
+## Throughput
+
+`wrk --latency -t2 -c{load['connections']} -d{load['seconds']}s --timeout 5s http://127.0.0.1:PORT{request['url']}`
+through the `-p` mapping, {plan['load_runs']} runs after a 1 s warm-up; latency percentiles are from the median run.
+wrk and the server share the machine's {m['cpus']} CPUs.
+
+{throughput_table(v, base_name)}
+
+{open_loop_section(v, base_name, plan.get('open_loop_seconds', 0))}{hardening_section(results)}\
+{reliability_link}{latency_link}Raw figures: [results.json](results.json). Re-render: `python -m bench report DIR`.
+"""
+
+
+COLOURS = {"seed": "#c0392b", "naive": "#e67e22", "slim": "#2980b9", "distroless": "#27ae60", "micro": "#8e44ad"}
+PALETTE = ("#2980b9", "#27ae60", "#8e44ad", "#e67e22", "#c0392b", "#16a085", "#7f8c8d")
+
+
+def svg_chart(results: dict) -> str:
+    """Two bar panels: image size (uncompressed, with gzip inside) and median start-up (noop marked); an
+    image without a start-up figure has no start-up bar."""
+    v = results["variants"]
+    names = list(measured(v, "size"))
+    width, bar_height, gap, left = 760, 22, 10, 110
+    panel_width = (width - left - 40) / 2
+    sizes = {n: v[n]["size"]["uncompressed_bytes"] / 1e6 for n in names}
+    packed = {n: v[n]["size"]["compressed_bytes"] / 1e6 for n in names}
+    starts = {n: v[n]["startup"]["median"] * 1000 for n in names if "startup" in v[n]}
+    noop = results["noop_startup"]["median"] * 1000
+    height = 60 + len(names) * (bar_height + gap) + 30
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'font-family="sans-serif" font-size="12">',
+             f'<rect width="{width}" height="{height}" fill="white"/>',
+             f'<text x="{left}" y="20" font-size="14" font-weight="bold">Image size (MB; darker: gzip)</text>',
+             f'<text x="{left + panel_width + 30}" y="20" font-size="14" font-weight="bold">'
+             f'Start-up to first 2xx (ms, median)</text>']
+    max_size, max_start = max(sizes.values(), default=1), max([*starts.values(), noop])
+    for i, name in enumerate(names):
+        y = 40 + i * (bar_height + gap)
+        parts.append(f'<text x="{left - 8}" y="{y + 15}" text-anchor="end">{name}</text>')
+        colour = COLOURS.get(name, PALETTE[i % len(PALETTE)])
+        w = (panel_width - 80) * sizes[name] / max_size  # room left for the label
+        wc = (panel_width - 80) * packed[name] / max_size
+        parts.append(bar(left, y, w, bar_height, colour, opacity=0.45))
+        parts.append(bar(left, y, wc, bar_height, colour))
+        parts.append(f'<text x="{left + w + 4:.1f}" y="{y + 15}">{sizes[name]:.0f} ({packed[name]:.0f})</text>')
+        x0 = left + panel_width + 30
+        if name in starts:
+            ws = (panel_width - 60) * starts[name] / max_start
+            parts.append(bar(x0, y, ws, bar_height, colour))
+            parts.append(f'<text x="{x0 + ws + 4:.1f}" y="{y + 15}">{starts[name]:.0f}</text>')
+        else:
+            parts.append(f'<text x="{x0}" y="{y + 15}">never answered</text>')
+    x_noop = left + panel_width + 30 + (panel_width - 60) * noop / max_start
+    bottom = 40 + len(names) * (bar_height + gap)
+    parts.append(f'<line x1="{x_noop:.1f}" y1="34" x2="{x_noop:.1f}" y2="{bottom}" stroke="black" '
+                 f'stroke-dasharray="4 3"/>')
+    parts.append(f'<text x="{x_noop:.1f}" y="{bottom + 16}" text-anchor="middle">noop container {noop:.0f} ms</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def render(results: dict, directory: Path) -> dict[str, str]:
+    """report.md (linking the other studies' reports that `directory` holds) and chart.svg."""
+    return {"report.md": markdown(results, (directory / "reliability.json").is_file(),
+                                  (directory / "latency.json").is_file()),
+            "chart.svg": svg_chart(results)}
+
+
+def evaluate(results: dict) -> dict:
+    """The preset's targets, read again from the figures (`bench compare` runs have none)."""
+    if not results.get("compare"):
+        results["targets"] = evaluate_targets(results)
+    return results
+
+
+def shape(results: dict) -> list[str]:
+    """What a complete run holds: every image measured in every respect, or a problem line saying why not."""
+    problems = []
+    for name, entry in results.get("variants", {}).items():
+        if entry.get("problems"):
+            continue
+        for key in ("size", "startup", "stop", "load"):
+            if key not in entry:
+                problems.append(f"{name} has no {key} figures and no problem line saying why")
+    return problems
+
+
+def guarantees(results: dict) -> list[str]:
+    """The preset's: every project image stopped by itself (exit 0) in every run, and the service served at
+    least control.FLOOR of what plain waitress served beside it. A compare run guarantees nothing of images
+    it did not build."""
+    if results.get("compare"):
+        return []
+    problems = control.failures(results.get("hardening_cost"))
+    for name, entry in results.get("variants", {}).items():
+        if name not in PROJECT_IMAGES:
+            continue
+        codes = entry.get("stop", {}).get("exit_codes", [])
+        if not codes or any(codes):
+            problems.append(f"{name}: docker stop left exit codes {codes}; every one must be 0 (137: it was killed)")
+    return problems
+

@@ -1,0 +1,56 @@
+"""`python -m bench study` (the default): the image study of the project's own variants, a preset list on
+the machinery `bench compare` uses for any images, plus what only this project's images have: the
+start-up phases their logs allow, the control (the service against plain waitress) and the targets."""
+
+import argparse
+
+from .. import results
+from ..variants import VARIANTS, Builder
+from . import control, image_report
+from .images import Plan, Run, Target, startup_phases_study
+
+ORDER = ("seed", "naive", "slim", "distroless", "micro")
+PHASED = ("slim", "distroless", "micro")  # the images whose service logs the moment it listens
+EDITED_FILES = {  # variant -> (dependency file, code file), relative to its build context
+    "seed": ("requirements.txt", "app.py"),
+    "naive": ("requirements.lock", "service/app.py"),
+    "slim": ("requirements.lock", "service/app.py"),
+    "distroless": ("requirements.lock", "service/app.py"),
+    "micro": ("requirements.lock", "service/app.py"),
+}
+
+
+def preset_targets() -> list[Target]:
+    return [Target(name, VARIANTS[name].tag, VARIANTS[name].note, VARIANTS[name], EDITED_FILES[name])
+            for name in ORDER]
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter runs (a few minutes; for CI)")
+    parser.add_argument("--runs", type=int, help="start-up rounds (default 15, quick 5)")
+    parser.add_argument("--label", default="hello-api variants", help="title of the report")
+
+
+def run(options: argparse.Namespace) -> dict:
+    if options.runs is not None and options.runs < 3:
+        raise SystemExit("bench: error: --runs must be at least 3: a median of fewer runs says little")
+    builder: Builder = options.builder
+    plan = Plan.for_mode(options.quick, options.runs)
+    study = Run(preset_targets(), plan, ["--entrypoint", "python3", VARIANTS["distroless"].tag, "-c",
+                                         "import time; time.sleep(120)"], builder)
+    found = {"label": options.label, **results.header("quick" if plan.quick else "full", options.command_line,
+                                                      plan, builder.describe()),
+             "baseline": "seed", "request": {"port": 5000, "ready": "/health", "url": "/hello/bench"},
+             "rss_from": "host", **study.measure()}
+    found["startup_phases"] = startup_phases_study({n: VARIANTS[n].tag for n in PHASED}, plan.stop_runs + 2)
+    found["hardening_cost"] = control.hardening_cost_study(VARIANTS["slim"].tag, plan.control_rounds,
+                                                           plan.control_seconds, study.quietness)
+    found["noise"] = study.quietness.summary()
+    return image_report.evaluate(results.finish(found))
+
+
+STUDY = results.Study(
+    name="study", summary="build all variants and run the image study on them (the default)",
+    files=("results.json", "report.md", "chart.svg"), add_options=add_options, run=run,
+    render=image_report.render, evaluate=image_report.evaluate, guarantees=image_report.guarantees,
+    shape=image_report.shape, builds=True)
