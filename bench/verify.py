@@ -21,7 +21,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import bases, images, sbom
+from images import sbom
+
+from . import bases, images
 from .docker import docker, image_exists, progress
 from .measure import exported
 

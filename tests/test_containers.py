@@ -175,8 +175,8 @@ def test_the_build_context_holds_only_the_service_and_the_lock(engine):
         docker("rmi", "-f", tag, check=False)
     assert "requirements.lock" in files
     assert "service/app.py" in files
-    tracer = ["bench/micro/record.py", "bench/micro/trace.py"]  # Dockerfile.micro's trace stage
-    writers = ["bench/sbom.py", "bench/bytecode.py"]  # the sbom and bytecode stages
+    tracer = ["images/micro/record.py", "images/micro/trace.py"]  # Dockerfile.micro's trace stage
+    writers = ["images/sbom.py", "images/bytecode.py"]  # the sbom and bytecode stages
     assert not [f for f in files if f not in ("requirements.lock", *tracer, *writers) and not f.startswith("service/")]
     assert not [f for f in files if "__pycache__" in f]
 
@@ -197,8 +197,8 @@ def cached_steps(output: str) -> dict[str, bool]:
 def test_a_code_only_edit_rebuilds_without_rerunning_pip(engine, variant):
     with tempfile.TemporaryDirectory(prefix="hello-api-context-") as work:
         context = Path(work)
-        for name in ("service", "requirements.lock", ".dockerignore", "bench/micro", "bench/sbom.py",
-                     "bench/bytecode.py"):
+        for name in ("service", "requirements.lock", ".dockerignore", "images/micro", "images/sbom.py",
+                     "images/bytecode.py"):
             source = ROOT / name
             (shutil.copytree if source.is_dir() else shutil.copy2)(source, context / name)
         offline = image_exists(bases.SLIM_BASE) and image_exists(bases.DISTROLESS_BASE)

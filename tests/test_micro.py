@@ -18,9 +18,9 @@ from conftest import ROOT, require_image, wait_for_health
 from bench.docker import docker
 from bench.images import VARIANTS
 from bench.measure import exported, free_port
-from bench.micro import trace
-from bench.sbom import SBOM_PATH
 from bench.verify import DOCKER_FILES
+from images.micro import trace
+from images.sbom import SBOM_PATH
 
 MANIFEST = "usr/share/hello-api/manifest.tsv"
 MICRO_MAX_BYTES = 15_000_000

@@ -1,4 +1,4 @@
-"""Verifiable images: the SBOM (bench/sbom.py) on made-up file systems, `bench verify`'s checks, and under Docker
+"""Verifiable images: the SBOM (images/sbom.py) on made-up file systems, `bench verify`'s checks, and under Docker
 the images' own SBOMs, their labels, and micro rebuilt from a clean builder to the same layer.
 """
 
@@ -17,9 +17,10 @@ from jsonschema import Draft7Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-from bench import bases, cli, images, sbom, verify
+from bench import bases, cli, images, verify
 from bench.docker import docker, image_exists
 from bench.images import VARIANTS
+from images import sbom
 
 SCHEMAS = Path(cyclonedx.__file__).parent / "schema" / "_res"  # cyclonedx-python-lib's copies of the official ones
 LOCK = ROOT / "requirements.lock"

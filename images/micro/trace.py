@@ -458,7 +458,7 @@ def copy_into(kept: dict[str, Kept], root: Path) -> dict[str, Kept]:
 
 
 def write_manifest(image: dict[str, Kept], root: Path) -> None:
-    lines = ["# hello-api micro image: every file kept, and why (bench/micro/trace.py, at build time).",
+    lines = ["# hello-api micro image: every file kept, and why (images/micro/trace.py, at build time).",
              "# path\tkind\tbytes\twhy"]
     for path, entry in sorted(image.items()):
         where = root / path.lstrip("/")
