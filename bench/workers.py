@@ -69,9 +69,10 @@ def cpu_facts(tag: str) -> dict:
 
 def start_host_service(mode: str, port: int, log: Path) -> subprocess.Popen:
     environ = {**{k: v for k, v in os.environ.items() if not k.startswith("APP_")},
-               "APP_WORKERS": "2", "APP_HOST": "127.0.0.1", "APP_PORT": str(port), "PYTHONPATH": str(ROOT)}
+               "APP_WORKERS": "2", "APP_HOST": "127.0.0.1", "APP_PORT": str(port), "PYTHONPATH": str(ROOT),
+               "APP_REUSE_PORT": "true" if mode == "reuseport" else "false"}
     with log.open("w") as stderr:
-        return subprocess.Popen([sys.executable, "-m", "bench.socket_mode", mode], cwd=ROOT, env=environ,
+        return subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=environ,
                                 stdout=subprocess.DEVNULL, stderr=stderr)
 
 
@@ -125,7 +126,7 @@ def second_instance_starts(mode: str, port: int, log: Path) -> bool:
 def socket_mode_study(plan: Plan) -> dict:
     """Alternating runs of the two modes on loopback, then in each a worker killed halfway through a run."""
     progress("listening socket: shared (bound before fork) against SO_REUSEPORT per worker, 2 workers, "
-             "host processes: python -m bench.socket_mode shared|reuseport")
+             "host processes: python -m service with APP_REUSE_PORT=false|true")
     modes = ("shared", "reuseport")
     runs: dict[str, list[dict]] = {mode: [] for mode in modes}
     outcome: dict[str, dict] = {}

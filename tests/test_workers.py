@@ -8,6 +8,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -282,6 +283,71 @@ def test_half_sent_requests_over_every_workers_limit_do_not_lock_out_a_new_clien
     with half_sent_requests(running.port, 60):
         for _ in range(5):  # well within the 5 s receive timeout that would free slots anyway
             assert requests.get(f"{running.url}/health", timeout=2).status_code == 200
+
+
+# ---- the listening socket: one shared, or one per worker (APP_REUSE_PORT) ------------------------------
+
+def listening_inodes(port: int) -> set[str]:
+    """Inodes of the TCP sockets listening on `port` (state 0A in /proc/net/tcp and tcp6)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def sockets_held(pid: int, inodes: set[str]) -> set[str]:
+    """Which of `inodes` the process `pid` has open, from its /proc/PID/fd links (socket:[INODE])."""
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # a descriptor closed while we look
+            target = os.readlink(fd)
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                held.add(target[8:-1])
+    return held
+
+
+def reuse_port_bind(port: int) -> OSError | None:
+    """Try to bind a second SO_REUSEPORT listener on the port: None if the kernel lets it share the port."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as refused:
+            return refused
+    return None
+
+
+def test_two_workers_share_the_one_listening_socket_the_supervisor_bound(start_service):
+    running = start_service({"APP_WORKERS": "2"})
+    pids = wait_for_children(running.process.pid, 2)
+    [inode] = listening_inodes(running.port)
+    assert sockets_held(running.process.pid, {inode}) == {inode}
+    assert all(sockets_held(pid, {inode}) == {inode} for pid in pids)
+    assert reuse_port_bind(running.port) is not None  # nothing else may take a share of the port
+
+
+def test_with_app_reuse_port_each_worker_listens_on_a_socket_of_its_own(start_service):
+    running = start_service({"APP_WORKERS": "2", "APP_REUSE_PORT": "true"})
+    pids = wait_for_children(running.process.pid, 2)
+    wait_until(lambda: len(listening_inodes(running.port)) == 2, "a listening socket per worker")
+    inodes = listening_inodes(running.port)
+    assert sockets_held(running.process.pid, inodes) == set()  # the supervisor binds nothing
+    held = [sockets_held(pid, inodes) for pid in pids]
+    assert all(len(own) == 1 for own in held) and held[0] != held[1]
+    assert reuse_port_bind(running.port) is None  # the README's warning: another process may share the port
+    assert requests.get(f"{running.url}/health", timeout=5).status_code == 200
+
+
+def test_app_reuse_port_with_one_worker_warns_and_binds_the_port_as_usual(start_service):
+    running = start_service({"APP_WORKERS": "1", "APP_REUSE_PORT": "on"})
+    assert len(listening_inodes(running.port)) == 1
+    assert reuse_port_bind(running.port) is not None  # no SO_REUSEPORT: a second copy cannot share the port
+    code, _, err = running.stop()
+    assert code == 0
+    assert "APP_REUSE_PORT=on has no effect with one worker (APP_WORKERS=1)" in err
 
 
 # ---- containers --------------------------------------------------------------------------------------
