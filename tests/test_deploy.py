@@ -13,9 +13,9 @@ import pytest
 import requests
 import yaml
 from conftest import ROOT, require_image
+from support import docker
 
 from bench import rollout
-from bench.docker import docker
 from service.config import Settings
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"

@@ -19,8 +19,8 @@ import pytest
 import requests
 from conftest import ROOT, inspect, refuses_connections, wait_until
 from raw_http import half_sent_requests
+from support import child_pids, docker, image_tag
 
-from bench.workers import worker_pids
 from service import config, workers
 
 ACCESS_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \S+ GET /(health|hello/load) 200 \d+\.\d\dms")
@@ -78,7 +78,7 @@ def test_auto_is_the_smaller_of_affinity_and_quota(monkeypatch):
 # ---- processes ---------------------------------------------------------------------------------------
 
 def children(pid: int) -> set[int]:
-    return set(worker_pids(pid))
+    return set(child_pids(pid))
 
 
 def wait_for_children(pid: int, count: int, seconds: float = 10.0, avoid: set[int] = frozenset()) -> set[int]:
@@ -353,8 +353,6 @@ def test_app_reuse_port_with_one_worker_warns_and_binds_the_port_as_usual(start_
 # ---- containers --------------------------------------------------------------------------------------
 
 def auto_in(image_tag: str, *options: str) -> int:
-    from bench.docker import docker
-
     python = docker("image", "inspect", "--format", "{{index .Config.Entrypoint 0}}", image_tag, quiet=True)
     result = docker("run", "--rm", *options, "--entrypoint", python.stdout.strip(), image_tag, "-c",
                     "from service.workers import worker_count; print(worker_count('auto'))", quiet=True)
@@ -363,9 +361,7 @@ def auto_in(image_tag: str, *options: str) -> int:
 
 @pytest.mark.docker
 def test_auto_in_a_container_follows_docker_run_cpus(image):
-    from bench.images import VARIANTS
-
-    tag = VARIANTS[image].tag
+    tag = image_tag(image)
     assert auto_in(tag, "--cpus", "1") == 1
     assert auto_in(tag, "--cpuset-cpus", "0") == 1
     assert auto_in(tag) == min(64, len(os.sched_getaffinity(0)))
@@ -373,8 +369,6 @@ def test_auto_in_a_container_follows_docker_run_cpus(image):
 
 @pytest.mark.docker
 def test_a_2_worker_container_is_healthy_and_docker_stop_exits_0_well_before_the_kill(image, run_container):
-    from bench.docker import docker
-
     name, url = run_container(image, env={"APP_WORKERS": "2"})
     assert requests.get(f"{url}/hello/two", timeout=5).status_code == 200
     deadline = time.monotonic() + 30
