@@ -3,9 +3,10 @@
 import json
 
 import pytest
+import support
 
-from bench import report, workers
-from bench.images import VARIANTS, naive_order
+from bench import bases, report, verify, workers
+from bench.images import PROJECT_IMAGES, VARIANTS, naive_order
 from bench.measure import KINDS, kind_of, parse_wrk, step_counts, summary
 
 WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:5000/hello/bench
@@ -239,3 +240,15 @@ def test_the_start_up_study_reads_the_serving_line_s_utc_stamp():
     serving = SERVING_LINE.search(stderr)
     assert serving[1] == "2026-12-01T20:16:27.531Z"
     assert epoch(serving[1], "%Y-%m-%dT%H:%M:%S") == 1796156187.531
+
+
+def test_the_service_tests_name_the_images_dockerfiles_and_bases_the_bench_builds():
+    """tests/support.py keeps its own copy of these (the service's tests import nothing from the bench): here
+    the two are held together."""
+    assert {name: support.image_tag(name) for name in PROJECT_IMAGES} == {
+        name: VARIANTS[name].tag for name in PROJECT_IMAGES}
+    assert {name: support.DOCKERFILES[name] for name in PROJECT_IMAGES} == {
+        name: VARIANTS[name].dockerfile for name in PROJECT_IMAGES}
+    assert [arg for name, base in support.LOCAL_BASES.items() for arg in ("--build-arg", f"{name}={base}")] == (
+        bases.build_args())
+    assert support.DOCKER_FILES == verify.DOCKER_FILES
