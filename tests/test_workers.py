@@ -368,8 +368,10 @@ def test_auto_in_a_container_follows_docker_run_cpus(image):
 
 
 @pytest.mark.docker
-def test_a_2_worker_container_is_healthy_and_docker_stop_exits_0_well_before_the_kill(image, run_container):
-    name, url = run_container(image, env={"APP_WORKERS": "2"})
+@pytest.mark.parametrize("reuse_port", ["false", "true"], ids=["shared-socket", "APP_REUSE_PORT"])
+def test_a_2_worker_container_is_healthy_and_docker_stop_exits_0_well_before_the_kill(image, run_container,
+                                                                                      reuse_port):
+    name, url = run_container(image, env={"APP_WORKERS": "2", "APP_REUSE_PORT": reuse_port})
     assert requests.get(f"{url}/hello/two", timeout=5).status_code == 200
     deadline = time.monotonic() + 30
     while inspect(name, "{{.State.Health.Status}}") != "healthy" and time.monotonic() < deadline:
