@@ -141,7 +141,7 @@ VARIABLES: dict[str, Variable] = {
     "APP_WORKERS": Variable("workers", worker_setting, "'auto' or 1-64",
                             "waitress processes on the port; auto: CPUs allowed (affinity, cgroup quota)"),
     "APP_REUSE_PORT": Variable("reuse_port", switch, "true false (on off)",
-                               "with 2+ workers: each binds its own SO_REUSEPORT socket; off: one shared socket"),
+                               "with 2+ workers: each binds its own SO_REUSEPORT socket; false: one shared socket"),
 }
 
 

@@ -105,7 +105,7 @@ def main(arguments: list[str] | None = None) -> int:
     access_log = logs.access_log(settings.log_format) if logging.getLogger().isEnabledFor(logging.INFO) else None
     count = workers.worker_count(settings.workers)
     if settings.reuse_port and count == 1:
-        log.warning("APP_REUSE_PORT=on has no effect with one worker (APP_WORKERS=%s): the port is bound as "
+        log.warning("APP_REUSE_PORT is set but has no effect with one worker (APP_WORKERS=%s): the port is bound as "
                     "usual, without SO_REUSEPORT, so a second copy of the service cannot share it", settings.workers)
     if count > 1:
         return serve_with_workers(settings, count, access_log)
@@ -124,7 +124,7 @@ def cannot_listen(settings: config.Settings, problem: OSError) -> int:
 
 def serve_with_workers(settings: config.Settings, count: int, access_log: logs.AccessLog | None) -> int:
     """APP_WORKERS > 1: bind the port here, once, then supervise `count` forked workers serving it.
-    APP_REUSE_PORT=on: nothing is bound here; each worker binds its own SO_REUSEPORT socket instead."""
+    APP_REUSE_PORT=true: nothing is bound here; each worker binds its own SO_REUSEPORT socket instead."""
     logs.identify(os.getpid())
     try:
         shared = [] if settings.reuse_port else bind_listeners(settings)

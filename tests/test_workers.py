@@ -347,7 +347,7 @@ def test_app_reuse_port_with_one_worker_warns_and_binds_the_port_as_usual(start_
     assert reuse_port_bind(running.port) is not None  # no SO_REUSEPORT: a second copy cannot share the port
     code, _, err = running.stop()
     assert code == 0
-    assert "APP_REUSE_PORT=on has no effect with one worker (APP_WORKERS=1)" in err
+    assert "APP_REUSE_PORT is set but has no effect with one worker (APP_WORKERS=1)" in err
 
 
 # ---- containers --------------------------------------------------------------------------------------
