@@ -58,12 +58,12 @@ WORKDIR /app
 
 # The standard library's bytecode for exactly the modules the service loads: neither base ships it (the
 # official python images delete it; distroless never runs Debian's py3compile), and a few hundred KB save
-# every container start from compiling them again. Made in a stage apart (bench/bytecode.py: a RUN in the
+# every container start from compiling them again. Made in a stage apart (images/bytecode.py: a RUN in the
 # runtime would leave the build's time on /etc in the layer) and copied in with the epoch as every time.
 FROM app AS bytecode
 # hadolint ignore=DL3002
 USER 0
-COPY bench/bytecode.py /tmp/build/
+COPY images/bytecode.py /tmp/build/
 RUN ["python3", "/tmp/build/bytecode.py", "/tmp/build/out"]
 
 FROM app AS runtime
@@ -78,12 +78,12 @@ HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
 # shell, `docker run --entrypoint bash IMAGE`.
 ENTRYPOINT ["python3", "-m", "service"]
 
-# The SBOM (bench/sbom.py, CycloneDX 1.6): written from this image's own files and package database, so it
+# The SBOM (images/sbom.py, CycloneDX 1.6): written from this image's own files and package database, so it
 # describes exactly what ships; root here only to read and write, and this stage never runs as a container.
 FROM runtime AS sbom
 # hadolint ignore=DL3002
 USER 0
-COPY bench/sbom.py bench/bytecode.py requirements.lock /tmp/sbom/
+COPY images/sbom.py images/bytecode.py requirements.lock /tmp/sbom/
 RUN ["python3", "/tmp/sbom/sbom.py", "slim", "/", "/tmp/sbom/requirements.lock", "/tmp/sbom/out"]
 
 # The image: the runtime and the SBOM in a last layer of its own, at /usr/share/doc/hello-api/sbom.json.

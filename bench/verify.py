@@ -21,9 +21,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import bases, sbom
+from images import sbom
+
+from . import bases
 from .docker import docker, image_exists, progress
-from .studies.images import exported
+from .studies.image_study import exported
 from .variants import GENERATED, PROJECT_IMAGES, REGISTRY_BASES, VARIANTS, Builder
 
 RECORDS = GENERATED / "sbom"

@@ -25,6 +25,7 @@ class Settings(NamedTuple):  # not a dataclass: importing dataclasses costs 1.5 
     log_level: str = "INFO"
     log_format: str = "text"
     workers: int | str = 1  # or "auto": resolved at start by service.workers.worker_count
+    reuse_port: bool = False  # with workers: one SO_REUSEPORT listening socket each, not one shared
 
 
 def whole_number(low: int, high: int) -> Callable[[str], int]:
@@ -91,6 +92,16 @@ def log_level(text: str) -> str:
     raise ValueError("one of DEBUG, INFO, WARNING, ERROR")
 
 
+SWITCH = {"true": True, "on": True, "yes": True, "1": True, "false": False, "off": False, "no": False, "0": False}
+
+
+def switch(text: str) -> bool:
+    try:
+        return SWITCH[text.lower()]
+    except KeyError:
+        raise ValueError("true or false (or on/off, yes/no, 1/0; any case)") from None
+
+
 LOG_FORMATS = ("text", "json")
 
 
@@ -129,6 +140,8 @@ VARIABLES: dict[str, Variable] = {
                                "json: one object per line (time level logger message ...); README, Logs"),
     "APP_WORKERS": Variable("workers", worker_setting, "'auto' or 1-64",
                             "waitress processes on the port; auto: CPUs allowed (affinity, cgroup quota)"),
+    "APP_REUSE_PORT": Variable("reuse_port", switch, "true false (on off)",
+                               "with 2+ workers: each binds its own SO_REUSEPORT socket; false: one shared socket"),
 }
 
 

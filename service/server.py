@@ -104,6 +104,9 @@ def main(arguments: list[str] | None = None) -> int:
         log.warning(warning)
     access_log = logs.access_log(settings.log_format) if logging.getLogger().isEnabledFor(logging.INFO) else None
     count = workers.worker_count(settings.workers)
+    if settings.reuse_port and count == 1:
+        log.warning("APP_REUSE_PORT is set but has no effect with one worker (APP_WORKERS=%s): the port is bound as "
+                    "usual, without SO_REUSEPORT, so a second copy of the service cannot share it", settings.workers)
     if count > 1:
         return serve_with_workers(settings, count, access_log)
     try:
@@ -119,13 +122,12 @@ def cannot_listen(settings: config.Settings, problem: OSError) -> int:
     return EXIT_CANNOT_LISTEN
 
 
-def serve_with_workers(settings: config.Settings, count: int, access_log: logs.AccessLog | None,
-                       reuse_port: bool = False) -> int:
+def serve_with_workers(settings: config.Settings, count: int, access_log: logs.AccessLog | None) -> int:
     """APP_WORKERS > 1: bind the port here, once, then supervise `count` forked workers serving it.
-    `reuse_port`: each worker binds its own SO_REUSEPORT socket instead (the bench compares the two)."""
+    APP_REUSE_PORT=true: nothing is bound here; each worker binds its own SO_REUSEPORT socket instead."""
     logs.identify(os.getpid())
     try:
-        shared = [] if reuse_port else bind_listeners(settings)
+        shared = [] if settings.reuse_port else bind_listeners(settings)
     except OSError as problem:
         return cannot_listen(settings, problem)
     # Fitted here, once: the workers inherit the raised open-file limit and the fitted number, so a low
@@ -135,7 +137,7 @@ def serve_with_workers(settings: config.Settings, count: int, access_log: logs.A
     def worker_main(number: int, serving: Callable[[], None], orphaned: Callable[[], bool]) -> int:
         logs.identify(os.getpid(), worker=number)
         try:
-            sockets = bind_listeners(settings, reuse_port=True) if reuse_port else shared
+            sockets = bind_listeners(settings) if settings.reuse_port else shared
             transport = Transport(create_app(settings.environment), settings, access_log, sockets)
         except OSError as problem:
             return cannot_listen(settings, problem)

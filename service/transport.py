@@ -725,13 +725,14 @@ def adjustments(settings: Settings, connection_limit: int) -> Adjustments:
     )
 
 
-def bind_listeners(settings: Settings, reuse_port: bool = False) -> list[socket.socket]:
+def bind_listeners(settings: Settings) -> list[socket.socket]:
     """The listening sockets waitress would open for `settings`, bound and listening, for workers to share.
 
     Bound once, before the workers are forked, they are shared: a taken port fails here, once; the
     kernel queues connections on one backlog that every worker accepts from, so a worker's death loses
-    no connection still waiting in it. `reuse_port` (SO_REUSEPORT, one socket per worker, bound in each
-    worker) is kept for the bench, which measures both (python -m bench workers)."""
+    no connection still waiting in it. With `settings.reuse_port` (APP_REUSE_PORT=on) each worker calls
+    this itself and gets sockets of its own with SO_REUSEPORT: the kernel spreads new connections over
+    them, and lets any other process of the same user bind the port too."""
     adj = adjustments(settings, settings.connection_limit)
     sockets: list[socket.socket] = []
     try:
@@ -741,7 +742,7 @@ def bind_listeners(settings: Settings, reuse_port: bool = False) -> list[socket.
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as waitress does
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuse_port:
+            if settings.reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(address)
             sock.listen(adj.backlog)
@@ -754,7 +755,7 @@ def bind_listeners(settings: Settings, reuse_port: bool = False) -> list[socket.
 
 class Transport:
     """Every listening socket of one process, their connections, and the worker threads. `sockets`:
-    listening sockets bound already (by bind_listeners, shared by workers); None: bind them here."""
+    listening sockets bound already (by bind_listeners: shared by workers, or a worker's own); None: bind them here."""
 
     def __init__(self, app: Callable, settings: Settings, access_log: AccessLog | None,
                  sockets: list[socket.socket] | None = None) -> None:

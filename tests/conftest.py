@@ -10,10 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
-
-from bench.containers import free_port
-from bench.docker import docker, engine_available, image_exists
-from bench.variants import VARIANTS
+from support import docker, engine_available, free_port, image_exists, image_tag
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ["slim", "distroless", "micro"]
@@ -129,7 +126,7 @@ def unavailable(reason: str) -> None:
 
 def require_image(variant: str) -> str:
     """The variant's name, once its image is known to be built; else skip (fail under CI=true)."""
-    tag = VARIANTS[variant].tag
+    tag = image_tag(variant)
     if not image_exists(tag):
         unavailable(f"{tag} is not built: run python -m bench images (or --offline)")
     return variant
@@ -156,7 +153,7 @@ def run_container():
         name, port = f"hello-api-test-{uuid.uuid4().hex[:10]}", free_port()
         options = [f"-e{key}={value}" for key, value in (env or {}).items()]
         docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:{container_port}", *options, *args,
-               VARIANTS[variant].tag)
+               image_tag(variant))
         names.append(name)
         url = f"http://127.0.0.1:{port}"
         if wait:

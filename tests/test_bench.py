@@ -3,11 +3,13 @@
 import json
 
 import pytest
+import support
 
+from bench import bases, verify
 from bench.load import parse_wrk, summary
 from bench.studies import IMAGE_STUDY, image_report, reliability, workers
-from bench.studies.images import KINDS, kind_of, step_counts
-from bench.variants import VARIANTS, Builder, naive_order
+from bench.studies.image_study import KINDS, kind_of, step_counts
+from bench.variants import PROJECT_IMAGES, VARIANTS, Builder, naive_order
 
 WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:5000/hello/bench
   2 threads and 16 connections
@@ -223,9 +225,21 @@ def test_the_bench_help_shows_the_study_options_that_apply_without_a_sub_command
 
 
 def test_the_start_up_study_reads_the_serving_line_s_utc_stamp():
-    from bench.studies.images import SERVING_LINE, epoch
+    from bench.studies.image_study import SERVING_LINE, epoch
     stderr = ("2026-12-01T20:16:27.525Z WARNING service: APP_X is not a setting of this service\n"
               "2026-12-01T20:16:27.531Z INFO service.lifecycle: hello-api 1.0.0 serving environment=x on http://[::]:5000\n")
     serving = SERVING_LINE.search(stderr)
     assert serving[1] == "2026-12-01T20:16:27.531Z"
     assert epoch(serving[1], "%Y-%m-%dT%H:%M:%S") == 1796156187.531
+
+
+def test_the_service_tests_name_the_images_dockerfiles_and_bases_the_bench_builds():
+    """tests/support.py keeps its own copy of these (the service's tests import nothing from the bench): here
+    the two are held together."""
+    assert {name: support.image_tag(name) for name in PROJECT_IMAGES} == {
+        name: VARIANTS[name].tag for name in PROJECT_IMAGES}
+    assert {name: support.DOCKERFILES[name] for name in PROJECT_IMAGES} == {
+        name: VARIANTS[name].dockerfile for name in PROJECT_IMAGES}
+    assert [arg for name, base in support.LOCAL_BASES.items() for arg in ("--build-arg", f"{name}={base}")] == (
+        bases.build_args())
+    assert support.DOCKER_FILES == verify.DOCKER_FILES

@@ -10,7 +10,7 @@ def test_defaults_apply_when_nothing_is_set():
     assert settings._asdict() == {
         "environment": "development", "port": 5000, "host": "*", "threads": 8, "connection_limit": 1000,
         "channel_timeout": 60, "receive_timeout": 5.0, "shutdown_grace": 5.0, "log_level": "INFO",
-        "log_format": "text", "workers": 1}
+        "log_format": "text", "workers": 1, "reuse_port": False}
 
 
 def test_each_variable_overrides_its_setting():
@@ -18,12 +18,12 @@ def test_each_variable_overrides_its_setting():
         "APP_ENV": "production", "APP_PORT": "8080", "APP_HOST": "127.0.0.1", "APP_THREADS": "3",
         "APP_CONNECTION_LIMIT": "500", "APP_CHANNEL_TIMEOUT": "30", "APP_RECEIVE_TIMEOUT": "2.5",
         "APP_SHUTDOWN_GRACE": "2.5", "APP_LOG_LEVEL": "warning", "APP_LOG_FORMAT": "json",
-        "APP_WORKERS": "3",
+        "APP_WORKERS": "3", "APP_REUSE_PORT": "on",
     })
     assert settings._asdict() == {
         "environment": "production", "port": 8080, "host": "127.0.0.1", "threads": 3, "connection_limit": 500,
         "channel_timeout": 30, "receive_timeout": 2.5, "shutdown_grace": 2.5, "log_level": "WARNING",
-        "log_format": "json", "workers": 3}
+        "log_format": "json", "workers": 3, "reuse_port": True}
 
 
 def test_unrelated_variables_are_ignored():
@@ -45,6 +45,9 @@ ACCEPTED_EDGES = [  # the first and last value of every range the README states
     ("APP_SHUTDOWN_GRACE", "0", 0.0), ("APP_SHUTDOWN_GRACE", "60", 60.0), ("APP_SHUTDOWN_GRACE", "0.25", 0.25),
     ("APP_LOG_LEVEL", "debug", "DEBUG"), ("APP_LOG_LEVEL", "ERROR", "ERROR"),
     ("APP_LOG_FORMAT", "text", "text"), ("APP_LOG_FORMAT", "json", "json"),
+    ("APP_REUSE_PORT", "true", True), ("APP_REUSE_PORT", "On", True), ("APP_REUSE_PORT", "YES", True),
+    ("APP_REUSE_PORT", "1", True), ("APP_REUSE_PORT", "False", False), ("APP_REUSE_PORT", "off", False),
+    ("APP_REUSE_PORT", "no", False), ("APP_REUSE_PORT", "0", False),
 ]
 
 
@@ -67,6 +70,7 @@ INVALID = {
     "APP_SHUTDOWN_GRACE": ["-1", "60.5", "61", "5s", "", "nan", "inf", "1e1", ".5"],
     "APP_LOG_LEVEL": ["", "verbose", "TRACE", "10"],
     "APP_LOG_FORMAT": ["", "JSON", "Json", "logfmt", "json ", "plain"],
+    "APP_REUSE_PORT": ["", "2", "enabled", "y", "t", " on", "true ", "reuseport", "\uff11"],
 }
 
 

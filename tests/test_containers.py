@@ -15,10 +15,7 @@ import pytest
 import requests
 from conftest import IMAGES, ROOT, SHELL_LESS, inspect, require_image
 from raw_http import connect, read_until_closed, request
-
-from bench import bases
-from bench.docker import docker, image_exists
-from bench.variants import VARIANTS, Builder
+from support import build, docker, image_tag
 
 pytestmark = pytest.mark.docker
 
@@ -86,10 +83,10 @@ def test_every_answer_says_json_nosniff_and_no_store(image, run_container):
 
 
 def test_the_image_passes_arguments_to_the_service(image, engine):
-    result = docker("run", "--rm", VARIANTS[image].tag, "--help", timeout=60)
+    result = docker("run", "--rm", image_tag(image), "--help", timeout=60)
     assert "usage: python -m service" in result.stdout
     assert "APP_PORT" in result.stdout
-    version = docker("run", "--rm", VARIANTS[image].tag, "--version", timeout=60)
+    version = docker("run", "--rm", image_tag(image), "--version", timeout=60)
     assert version.stdout == "hello-api 1.0.0\n"
 
 
@@ -145,7 +142,7 @@ print(len([m for m in sys.modules.values() if getattr(m, '__cached__', None)]), 
 
 
 def test_every_module_the_service_loads_has_bytecode_compiled_at_build_time(image, engine):
-    result = docker("run", "--rm", "--read-only", "--entrypoint", "python3", VARIANTS[image].tag, "-c",
+    result = docker("run", "--rm", "--read-only", "--entrypoint", "python3", image_tag(image), "-c",
                     BYTECODE_PROBE, timeout=60)
     loaded, missing = result.stdout.split(" ", 1)
     assert int(loaded) > 50
@@ -156,7 +153,7 @@ def test_the_dependencies_are_only_the_hash_pinned_waitress(image, engine):
     pinned = re.search(r"^waitress==(\S+)", (ROOT / "requirements.lock").read_text(), re.MULTILINE)[1]
     probe = ("import os; print(sorted(os.listdir('/app/deps')), "
              "sorted(os.listdir('/app/deps/bin')) if os.path.isdir('/app/deps/bin') else '-')")
-    listing = docker("run", "--rm", "--entrypoint", "python3", VARIANTS[image].tag, "-c", probe, timeout=60)
+    listing = docker("run", "--rm", "--entrypoint", "python3", image_tag(image), "-c", probe, timeout=60)
     if image == "micro":  # it keeps what the service loads and the package's metadata, not the console script
         assert listing.stdout.strip() == f"['waitress', 'waitress-{pinned}.dist-info'] -"
     else:
@@ -165,7 +162,7 @@ def test_the_dependencies_are_only_the_hash_pinned_waitress(image, engine):
 
 def test_the_build_context_holds_only_the_service_and_the_lock(engine):
     require_image("slim")
-    listing = (f'FROM {VARIANTS["slim"].tag}\nCOPY . /context\nWORKDIR /context\n'
+    listing = (f'FROM {image_tag("slim")}\nCOPY . /context\nWORKDIR /context\n'
                'ENTRYPOINT ["find", ".", "-type", "f"]\n')
     tag = f"hello-api-context-probe:{uuid.uuid4().hex[:8]}"
     docker("build", "-q", "-t", tag, "-f", "-", str(ROOT), input=listing.encode())
@@ -175,8 +172,8 @@ def test_the_build_context_holds_only_the_service_and_the_lock(engine):
         docker("rmi", "-f", tag, check=False)
     assert "requirements.lock" in files
     assert "service/app.py" in files
-    tracer = ["bench/micro/record.py", "bench/micro/trace.py"]  # Dockerfile.micro's trace stage
-    writers = ["bench/sbom.py", "bench/bytecode.py"]  # the sbom and bytecode stages
+    tracer = ["images/micro/record.py", "images/micro/trace.py"]  # Dockerfile.micro's trace stage
+    writers = ["images/sbom.py", "images/bytecode.py"]  # the sbom and bytecode stages
     assert not [f for f in files if f not in ("requirements.lock", *tracer, *writers) and not f.startswith("service/")]
     assert not [f for f in files if "__pycache__" in f]
 
@@ -197,17 +194,16 @@ def cached_steps(output: str) -> dict[str, bool]:
 def test_a_code_only_edit_rebuilds_without_rerunning_pip(engine, variant):
     with tempfile.TemporaryDirectory(prefix="hello-api-context-") as work:
         context = Path(work)
-        for name in ("service", "requirements.lock", ".dockerignore", "bench/micro", "bench/sbom.py",
-                     "bench/bytecode.py"):
+        for name in ("service", "requirements.lock", ".dockerignore", "images/micro", "images/sbom.py",
+                     "images/bytecode.py"):
             source = ROOT / name
             (shutil.copytree if source.is_dir() else shutil.copy2)(source, context / name)
-        offline = image_exists(bases.SLIM_BASE) and image_exists(bases.DISTROLESS_BASE)
         probe = f"hello-api-cache-probe:{uuid.uuid4().hex[:8]}"
         try:
-            Builder(offline).build(VARIANTS[variant], context=context, tag=probe)
+            build(variant, context, tag=probe)
             with (context / "service" / "app.py").open("a") as app:
                 app.write(f"\n# edited by the cache test {uuid.uuid4()}\n")
-            _, output = Builder(offline).build(VARIANTS[variant], context=context, tag=probe)
+            output = build(variant, context, tag=probe)
         finally:
             docker("rmi", "-f", probe, check=False)
     steps = cached_steps(output)

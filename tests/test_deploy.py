@@ -13,8 +13,8 @@ import pytest
 import requests
 import yaml
 from conftest import ROOT, require_image
+from support import docker
 
-from bench.docker import docker
 from bench.studies import rollout
 from service.config import Settings
 

@@ -20,8 +20,7 @@ from raw_http import (
     server_side_connections,
     unread_bytes_at_server,
 )
-
-from bench.studies.reliability import allow_open_files
+from support import allow_open_files
 
 SMUGGLED = b"GET /hello/SMUGGLED HTTP/1.1\r\nHost: test\r\n\r\n"
 CLOSE = "Connection: close"

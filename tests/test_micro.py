@@ -14,14 +14,10 @@ from contextlib import contextmanager
 import pytest
 import requests
 from conftest import ROOT, require_image, wait_for_health
+from support import DOCKER_FILES, docker, exported, free_port, image_tag
 
-from bench.containers import free_port
-from bench.docker import docker
-from bench.micro import trace
-from bench.sbom import SBOM_PATH
-from bench.studies.images import exported
-from bench.variants import VARIANTS
-from bench.verify import DOCKER_FILES
+from images.micro import trace
+from images.sbom import SBOM_PATH
 
 MANIFEST = "usr/share/hello-api/manifest.tsv"
 MICRO_MAX_BYTES = 15_000_000
@@ -35,7 +31,7 @@ def serving(variant: str, module: str, env: dict[str, str] | None = None):
     options = [f"-e{key}={value}" for key, value in (env or {}).items()]
     docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:5000", *options,
            "-v", f"{ROOT / 'tests' / module}.py:/app/{module}.py:ro", "--entrypoint", "python3",
-           VARIANTS[variant].tag, "-m", module)
+           image_tag(variant), "-m", module)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for_health(url, seconds=30)
@@ -97,7 +93,7 @@ def exported_files(tag: str) -> tuple[dict[str, int], set[str], str]:
 
 @pytest.fixture(scope="module")
 def micro_files(engine) -> tuple[dict[str, int], set[str], str]:
-    return exported_files(VARIANTS[require_image("micro")].tag)
+    return exported_files(image_tag(require_image("micro")))
 
 
 @pytest.mark.docker
@@ -132,7 +128,7 @@ def test_micro_needs_no_tls_libraries_and_no_sources(micro_files):
 
 @pytest.mark.docker
 def test_micro_is_at_most_15_mb(engine):
-    size = int(docker("image", "inspect", "--format", "{{.Size}}", VARIANTS[require_image("micro")].tag).stdout)
+    size = int(docker("image", "inspect", "--format", "{{.Size}}", image_tag(require_image("micro"))).stdout)
     assert size <= MICRO_MAX_BYTES, f"{size / 1e6:.1f} MB"
 
 

@@ -1,5 +1,7 @@
-"""The project's own hygiene: lint-clean code and Dockerfiles, and a README that matches the code."""
+"""The project's own hygiene: lint-clean code and Dockerfiles, a README that matches the code, and a product
+(the service, its images and their tests) that does not depend on the bench."""
 
+import ast
 import re
 import shutil
 import subprocess
@@ -45,3 +47,41 @@ def test_the_readme_configuration_table_lists_every_variable_with_its_real_defau
     assert set(rows) == set(VARIABLES)
     for variable, setting in VARIABLES.items():
         assert rows[variable] == str(getattr(defaults, setting.field)), variable
+
+
+# The test modules whose subject is the bench: they may import it. Every other module under tests/ tests the
+# service or its images and imports only service/, images/ and tests/ code.
+BENCH_TEST_MODULES = {"test_bench.py", "test_bench_speed.py", "test_bench_workers.py", "test_bench_verify.py",
+                      "test_bench_compare.py"}
+# A product test that drives one bench study as its subject: the swarm rollout of the deploy files.
+BENCH_STUDIES_USED = {"test_deploy.py": {"bench.studies.rollout"}}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside a function (`from bench import x`: bench.x)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def bench_imports(path: Path) -> set[str]:
+    """The bench modules (and the bench's test modules) a file imports, less those it may."""
+    imported = imported_modules(path)
+    bench = {name for name in imported if name == "bench" or name.startswith("bench.")}
+    # `from bench.studies import rollout` names bench.studies and bench.studies.rollout: keep the longest
+    bench = {name for name in bench if not any(other.startswith(f"{name}.") for other in bench)}
+    bench_tests = {name for name in imported if f"{name}.py" in BENCH_TEST_MODULES}
+    return bench - BENCH_STUDIES_USED.get(path.name, set()) | bench_tests
+
+
+def test_the_service_the_images_and_their_tests_import_nothing_from_the_bench():
+    product = [*(ROOT / "service").rglob("*.py"), *(ROOT / "images").rglob("*.py"),
+               *(path for path in (ROOT / "tests").glob("*.py") if path.name not in BENCH_TEST_MODULES)]
+    found = {str(path.relative_to(ROOT)): sorted(names) for path in product if (names := bench_imports(path))}
+    assert found == {}, ("these import the bench; use tests/support.py (or move a test of the bench itself to a "
+                         f"tests/test_bench*.py module): {found}")
+    assert all((ROOT / "tests" / name).is_file() for name in BENCH_TEST_MODULES | set(BENCH_STUDIES_USED))

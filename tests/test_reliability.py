@@ -15,11 +15,8 @@ import pytest
 import requests
 from conftest import inspect
 from raw_http import exchange
+from support import allow_open_files, docker, image_tag
 from test_config import INVALID
-
-from bench.docker import docker
-from bench.studies.reliability import allow_open_files
-from bench.variants import VARIANTS
 
 pytestmark = pytest.mark.docker
 FRESH_CLIENT_SECONDS = 5.0
@@ -166,7 +163,7 @@ def test_every_invalid_variable_stops_the_container_with_exit_2_and_one_line(ima
     value = next(v for v in INVALID[variable] if v.strip() and "\n" not in v)
     name = f"hello-api-badconf-{os.getpid()}-{variable.lower()}-{image}"
     try:
-        docker("run", "--name", name, "-e", f"{variable}={value}", VARIANTS[image].tag, check=False, timeout=60)
+        docker("run", "--name", name, "-e", f"{variable}={value}", image_tag(image), check=False, timeout=60)
         assert inspect(name, "{{.State.ExitCode}}") == "2"
         logs = docker("logs", name)
         lines = logs.stderr.splitlines()

@@ -28,10 +28,10 @@ from raw_http import (
     request,
     unread_bytes_at_server,
 )
+from support import free_port
 from waitress import wasyncore
 from waitress.task import ThreadedTaskDispatcher
 
-from bench.containers import free_port
 from service.app import create_app
 from service.config import Settings
 from service.transport import QueueDepthSummary, Transport

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from support import free_port
 from waitress import wasyncore
 
-from bench.containers import free_port
 from service.app import create_app
 from service.config import Settings
 from service.transport import HardenedChannel, Transport

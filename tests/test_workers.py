@@ -8,6 +8,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -18,8 +19,8 @@ import pytest
 import requests
 from conftest import ROOT, inspect, refuses_connections, wait_until
 from raw_http import half_sent_requests
+from support import child_pids, docker, image_tag
 
-from bench.studies.workers import worker_pids
 from service import config, workers
 
 ACCESS_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \S+ GET /(health|hello/load) 200 \d+\.\d\dms")
@@ -77,7 +78,7 @@ def test_auto_is_the_smaller_of_affinity_and_quota(monkeypatch):
 # ---- processes ---------------------------------------------------------------------------------------
 
 def children(pid: int) -> set[int]:
-    return set(worker_pids(pid))
+    return set(child_pids(pid))
 
 
 def wait_for_children(pid: int, count: int, seconds: float = 10.0, avoid: set[int] = frozenset()) -> set[int]:
@@ -284,11 +285,74 @@ def test_half_sent_requests_over_every_workers_limit_do_not_lock_out_a_new_clien
             assert requests.get(f"{running.url}/health", timeout=2).status_code == 200
 
 
+# ---- the listening socket: one shared, or one per worker (APP_REUSE_PORT) ------------------------------
+
+def listening_inodes(port: int) -> set[str]:
+    """Inodes of the TCP sockets listening on `port` (state 0A in /proc/net/tcp and tcp6)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def sockets_held(pid: int, inodes: set[str]) -> set[str]:
+    """Which of `inodes` the process `pid` has open, from its /proc/PID/fd links (socket:[INODE])."""
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # a descriptor closed while we look
+            target = os.readlink(fd)
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                held.add(target[8:-1])
+    return held
+
+
+def reuse_port_bind(port: int) -> OSError | None:
+    """Try to bind a second SO_REUSEPORT listener on the port: None if the kernel lets it share the port."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as refused:
+            return refused
+    return None
+
+
+def test_two_workers_share_the_one_listening_socket_the_supervisor_bound(start_service):
+    running = start_service({"APP_WORKERS": "2"})
+    pids = wait_for_children(running.process.pid, 2)
+    [inode] = listening_inodes(running.port)
+    assert sockets_held(running.process.pid, {inode}) == {inode}
+    assert all(sockets_held(pid, {inode}) == {inode} for pid in pids)
+    assert reuse_port_bind(running.port) is not None  # nothing else may take a share of the port
+
+
+def test_with_app_reuse_port_each_worker_listens_on_a_socket_of_its_own(start_service):
+    running = start_service({"APP_WORKERS": "2", "APP_REUSE_PORT": "true"})
+    pids = wait_for_children(running.process.pid, 2)
+    wait_until(lambda: len(listening_inodes(running.port)) == 2, "a listening socket per worker")
+    inodes = listening_inodes(running.port)
+    assert sockets_held(running.process.pid, inodes) == set()  # the supervisor binds nothing
+    held = [sockets_held(pid, inodes) for pid in pids]
+    assert all(len(own) == 1 for own in held) and held[0] != held[1]
+    assert reuse_port_bind(running.port) is None  # the README's warning: another process may share the port
+    assert requests.get(f"{running.url}/health", timeout=5).status_code == 200
+
+
+def test_app_reuse_port_with_one_worker_warns_and_binds_the_port_as_usual(start_service):
+    running = start_service({"APP_WORKERS": "1", "APP_REUSE_PORT": "on"})
+    assert len(listening_inodes(running.port)) == 1
+    assert reuse_port_bind(running.port) is not None  # no SO_REUSEPORT: a second copy cannot share the port
+    code, _, err = running.stop()
+    assert code == 0
+    assert "APP_REUSE_PORT is set but has no effect with one worker (APP_WORKERS=1)" in err
+
+
 # ---- containers --------------------------------------------------------------------------------------
 
 def auto_in(image_tag: str, *options: str) -> int:
-    from bench.docker import docker
-
     python = docker("image", "inspect", "--format", "{{index .Config.Entrypoint 0}}", image_tag, quiet=True)
     result = docker("run", "--rm", *options, "--entrypoint", python.stdout.strip(), image_tag, "-c",
                     "from service.workers import worker_count; print(worker_count('auto'))", quiet=True)
@@ -297,19 +361,17 @@ def auto_in(image_tag: str, *options: str) -> int:
 
 @pytest.mark.docker
 def test_auto_in_a_container_follows_docker_run_cpus(image):
-    from bench.variants import VARIANTS
-
-    tag = VARIANTS[image].tag
+    tag = image_tag(image)
     assert auto_in(tag, "--cpus", "1") == 1
     assert auto_in(tag, "--cpuset-cpus", "0") == 1
     assert auto_in(tag) == min(64, len(os.sched_getaffinity(0)))
 
 
 @pytest.mark.docker
-def test_a_2_worker_container_is_healthy_and_docker_stop_exits_0_well_before_the_kill(image, run_container):
-    from bench.docker import docker
-
-    name, url = run_container(image, env={"APP_WORKERS": "2"})
+@pytest.mark.parametrize("reuse_port", ["false", "true"], ids=["shared-socket", "APP_REUSE_PORT"])
+def test_a_2_worker_container_is_healthy_and_docker_stop_exits_0_well_before_the_kill(image, run_container,
+                                                                                      reuse_port):
+    name, url = run_container(image, env={"APP_WORKERS": "2", "APP_REUSE_PORT": reuse_port})
     assert requests.get(f"{url}/hello/two", timeout=5).status_code == 200
     deadline = time.monotonic() + 30
     while inspect(name, "{{.State.Health.Status}}") != "healthy" and time.monotonic() < deadline:

@@ -25,7 +25,7 @@ from .. import results
 from ..containers import CONTAINER_PORT, READY_SECONDS
 from ..variants import IMAGE, Builder, Variant
 from . import image_report
-from .images import Plan, Run, Target
+from .image_study import Plan, Run, Target
 
 DEPENDENCY_FILES = ("requirements.lock", "requirements.txt", "poetry.lock", "uv.lock", "pyproject.toml")
 SKIPPED_FOLDERS = {".venv", "venv", "env", "node_modules", "tests", "test", "__pycache__", "site-packages"}

@@ -7,7 +7,7 @@ import argparse
 from .. import results
 from ..variants import VARIANTS, Builder
 from . import control, image_report
-from .images import Plan, Run, Target, startup_phases_study
+from .image_study import Plan, Run, Target, startup_phases_study
 
 ORDER = ("seed", "naive", "slim", "distroless", "micro")
 PHASED = ("slim", "distroless", "micro")  # the images whose service logs the moment it listens

@@ -24,7 +24,7 @@ from ..docker import docker, progress
 from ..load import summary, wrk
 from ..noise import Quietness, describe
 from ..variants import PROJECT_IMAGES, VARIANTS
-from .images import Target, load_study
+from .image_study import Target, load_study
 
 CONNECTIONS = 64
 LORIS_ROUTES = {  # runs before 2026-12-01 went through the port proxy, which can reorder who arrives first

@@ -71,9 +71,10 @@ def cpu_facts(tag: str) -> dict:
 
 def start_host_service(mode: str, port: int, log: Path) -> subprocess.Popen:
     environ = {**{k: v for k, v in os.environ.items() if not k.startswith("APP_")},
-               "APP_WORKERS": "2", "APP_HOST": "127.0.0.1", "APP_PORT": str(port), "PYTHONPATH": str(ROOT)}
+               "APP_WORKERS": "2", "APP_HOST": "127.0.0.1", "APP_PORT": str(port), "PYTHONPATH": str(ROOT),
+               "APP_REUSE_PORT": "true" if mode == "reuseport" else "false"}
     with log.open("w") as stderr:
-        return subprocess.Popen([sys.executable, "-m", "bench.socket_mode", mode], cwd=ROOT, env=environ,
+        return subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=environ,
                                 stdout=subprocess.DEVNULL, stderr=stderr)
 
 
@@ -127,7 +128,7 @@ def second_instance_starts(mode: str, port: int, log: Path) -> bool:
 def socket_mode_study(plan: Plan) -> dict:
     """Alternating runs of the two modes on loopback, then in each a worker killed halfway through a run."""
     progress("listening socket: shared (bound before fork) against SO_REUSEPORT per worker, 2 workers, "
-             "host processes: python -m bench.socket_mode shared|reuseport")
+             "host processes: python -m service with APP_REUSE_PORT=false|true")
     modes = ("shared", "reuseport")
     runs: dict[str, list[dict]] = {mode: [] for mode in modes}
     outcome: dict[str, dict] = {}
@@ -438,7 +439,8 @@ allowed, cgroup quota {'none' if quota is None else quota}, so `APP_WORKERS=auto
 
 ## Listening socket: shared or SO_REUSEPORT
 
-2 workers as host processes on loopback (`python -m bench.socket_mode shared|reuseport`),
+2 workers as host processes on loopback (`APP_WORKERS=2 python -m service`, `APP_REUSE_PORT` false or true;
+runs before it was a setting reached the same code through a bench-only switch),
 `wrk -c{sockets['connections']} -d{sockets['seconds']}s`, {sockets['runs']} alternating runs each; then a run in
 which one worker is killed (`kill -9`) halfway; then a second service started on the same port while the first serves.
 

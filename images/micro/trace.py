@@ -225,7 +225,8 @@ def trace(work: Path) -> None:
             Serving("serve-poll-sigint", {"APP_HOST": "127.0.0.1", "APP_CONNECTION_LIMIT": "2000",
                                           "APP_LOG_LEVEL": "DEBUG"}, signals=(signal.SIGINT,)),
             Serving("serve-quiet", {"APP_LOG_LEVEL": "WARNING", "APP_HOST": "0.0.0.0"}),
-            Serving("serve-workers", {"APP_WORKERS": "2"})]  # the supervisor and its forked workers
+            Serving("serve-workers", {"APP_WORKERS": "2"}),  # the supervisor and its forked workers
+            Serving("serve-workers-reuse-port", {"APP_WORKERS": "2", "APP_REUSE_PORT": "true"})]  # a socket each
     if ipv6_loopback():
         runs.append(Serving("serve-ipv6", {"APP_HOST": "::"}, host="::1"))
     else:
@@ -458,7 +459,7 @@ def copy_into(kept: dict[str, Kept], root: Path) -> dict[str, Kept]:
 
 
 def write_manifest(image: dict[str, Kept], root: Path) -> None:
-    lines = ["# hello-api micro image: every file kept, and why (bench/micro/trace.py, at build time).",
+    lines = ["# hello-api micro image: every file kept, and why (images/micro/trace.py, at build time).",
              "# path\tkind\tbytes\twhy"]
     for path, entry in sorted(image.items()):
         where = root / path.lstrip("/")

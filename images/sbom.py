@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 try:
-    from .bytecode import set_times  # imported as bench.sbom
+    from .bytecode import set_times  # imported as images.sbom
 except ImportError:
     from bytecode import set_times  # run as a script in a build stage, bytecode.py beside it
 
@@ -272,7 +272,7 @@ def micro_components(root: Path, lock: Path, packages: dict[str, Package], base:
             unclaimed.append(f"/{path}")
     if unclaimed:
         raise SbomError(f"{len(unclaimed)} file(s) of the image come from no known package: "
-                        f"{', '.join(unclaimed[:10])}: add their origin to bench/sbom.py")
+                        f"{', '.join(unclaimed[:10])}: add their origin to images/sbom.py")
     return ([package_component(packages[name], debian[name]) for name in sorted(debian)]
             + [waitress_component(root, lock, waitress), project_component(root, project, project_properties)])
 
@@ -300,7 +300,7 @@ def document(variant: str, root: Path, lock: Path, dpkg: list[Path] | None = Non
                              "the files of waitress and of this project; Debian packages by name and version"}]}
     return {"$schema": f"http://cyclonedx.org/schema/bom-{SPEC_VERSION}.schema.json", "bomFormat": "CycloneDX",
             "specVersion": SPEC_VERSION, "version": 1,
-            "metadata": {"tools": {"components": [{"type": "application", "name": "bench/sbom.py",
+            "metadata": {"tools": {"components": [{"type": "application", "name": "images/sbom.py",
                                                    "version": PROJECT_VERSION}]},
                          "component": image},
             "components": components,

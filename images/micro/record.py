@@ -1,6 +1,6 @@
 """Run a module as `python -m` would and, when it ends, write down every file the process used.
 
-Dockerfile.micro's trace stage runs the service through this (bench/micro/trace.py drives it). It imports
+Dockerfile.micro's trace stage runs the service through this (images/micro/trace.py drives it). It imports
 nothing at start beyond what `python -m` itself loads (runpy is what -m runs), so what it records is what
 the service uses, not what the recorder uses. Output, one tab-separated line per file:
 
