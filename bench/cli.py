@@ -110,6 +110,8 @@ def run(argv: list[str]) -> int:
 
 def run_study(study: Study, options: argparse.Namespace) -> int:
     """Build what it needs against bases chosen once, measure, write; the exit status says what broke."""
+    if study.plans:
+        options.plan = study.plans["quick" if options.quick else "full"]
     if study.builds:
         options.builder = Builder.choose(options.bases)
     results = study.run(options)

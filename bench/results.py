@@ -64,6 +64,7 @@ class Study:
     evaluate: Callable[[dict], dict] = unchanged  # the targets, read again from the figures
     guarantees: Callable[[dict], list[str]] = nothing  # what a run must not break; broken: exit 1
     shape: Callable[[dict], list[str]] = nothing  # what a complete run holds that this one lacks
+    plans: dict[str, object] | None = None  # "quick" and "full": its runs and durations, as options.plan
     builds: bool = False  # needs images built: gets `--bases` and a Builder as options.builder
 
     @property

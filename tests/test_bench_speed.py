@@ -153,7 +153,7 @@ def synthetic_latency() -> dict:
                 "send_lateness_p99_seconds": 0.001}
     p99 = {"seed": 0.040, "slim": 0.010, "distroless": 0.030, "micro": 0.005, "gunicorn 1×8": 0.020,
            "granian 1": 0.004}
-    return {"plan": latency.plan_for(quick=True), "seed_capacity": 400.0, "rates": [100], "shares": [0.25],
+    return {"plan": latency.PLANS["quick"], "seed_capacity": 400.0, "rates": [100], "shares": [0.25],
             "targets": {label: {"100": at(p99[label])} for label in latency.TARGETS},
             "noise": noise.summarise([])}
 

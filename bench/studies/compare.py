@@ -25,10 +25,14 @@ from .. import results
 from ..containers import CONTAINER_PORT, READY_SECONDS
 from ..variants import IMAGE, Builder, Variant
 from . import image_report
-from .image_study import Plan, Run, Target
+from .image_study import Plan, Run, Target, plan_with_runs
 
 DEPENDENCY_FILES = ("requirements.lock", "requirements.txt", "poetry.lock", "uv.lock", "pyproject.toml")
 SKIPPED_FOLDERS = {".venv", "venv", "env", "node_modules", "tests", "test", "__pycache__", "site-packages"}
+PLANS = {"quick": Plan(True, startup_runs=5, stop_runs=1, load_seconds=3, load_runs=2, control_rounds=0,
+                       control_seconds=0, open_loop_seconds=3),
+         "full": Plan(False, startup_runs=15, stop_runs=3, load_seconds=10, load_runs=3, control_rounds=0,
+                      control_seconds=0, open_loop_seconds=10)}
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
@@ -133,10 +137,8 @@ def run(options: argparse.Namespace) -> dict:
         targets, base = targets_from(options)
     except CompareError as wrong:
         raise SystemExit(f"bench compare: error: {wrong}") from None
-    if options.runs is not None and options.runs < 3:
-        raise SystemExit("bench compare: error: --runs must be at least 3: a median of fewer runs says little")
     builder: Builder = options.builder
-    plan = Plan.for_mode(options.quick, options.runs, open_loop=True)
+    plan = plan_with_runs(options.plan, options.runs)
     study = Run(targets, plan, ["--entrypoint", "python3", builder.slim_base, "-c", "import time; time.sleep(120)"],
                 builder)
     found = {"label": options.label, "compare": True, "baseline": base,
@@ -152,4 +154,4 @@ STUDY = results.Study(
     name="compare", summary="the image study for any images: python -m bench compare IMAGE [LABEL=IMAGE ...]",
     files=("results.json", "report.md", "chart.svg"), add_options=add_options, run=run,
     render=image_report.render, evaluate=image_report.evaluate, guarantees=image_report.guarantees,
-    shape=image_report.shape, builds=True)
+    shape=image_report.shape, plans=PLANS, builds=True)

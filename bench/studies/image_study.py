@@ -76,11 +76,14 @@ class Plan:
     open_loop_seconds: int  # 0: no open-loop rates (the preset: `bench latency` has them)
     connections: int = 16
 
-    @classmethod
-    def for_mode(cls, quick: bool, runs: int | None = None, open_loop: bool = False) -> "Plan":
-        if quick:
-            return cls(True, runs or 5, 1, 3, 2, 3, 2, 3 if open_loop else 0)
-        return cls(False, runs or 15, 3, 10, 3, 5, 5, 10 if open_loop else 0)
+
+def plan_with_runs(plan: Plan, runs: int | None) -> Plan:
+    """--runs: the start-up rounds, at least 3 (a median of fewer says little)."""
+    if runs is None:
+        return plan
+    if runs < 3:
+        raise SystemExit("bench: error: --runs must be at least 3: a median of fewer runs says little")
+    return replace(plan, startup_runs=runs)
 
 
 MEASURED_FAILURES = (DockerError, RuntimeError, OSError, subprocess.TimeoutExpired, ValueError)

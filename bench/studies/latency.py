@@ -40,9 +40,8 @@ def tag_of(variant: str) -> str:
     return REFERENCE.tag if variant == "reference" else VARIANTS[variant].tag
 
 
-def plan_for(quick: bool) -> dict:
-    return {"quick": quick, "seconds": 3 if quick else 10, "rounds": 1 if quick else 2,
-            "capacity_seconds": 3 if quick else 5, "capacity_runs": 2 if quick else 3}
+PLANS = {"quick": {"quick": True, "seconds": 3, "rounds": 1, "capacity_seconds": 3, "capacity_runs": 2},
+         "full": {"quick": False, "seconds": 10, "rounds": 2, "capacity_seconds": 5, "capacity_runs": 3}}
 
 
 def seed_capacity(port: int, plan: dict) -> float:
@@ -56,7 +55,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(options: argparse.Namespace) -> dict:
-    plan = plan_for(options.quick)
+    plan = options.plan
     options.builder.build_all(("seed", *PROJECT))
     options.builder.build(REFERENCE)
     quietness = Quietness()
@@ -186,4 +185,4 @@ STUDY = run_results.Study(
                             "(minutes)",
     files=("latency.json", "latency.md"), add_options=add_options, run=run,
     render=run_results.markdown_file("latency.md", markdown), evaluate=evaluate,
-    shape=shape, builds=True)
+    shape=shape, plans=PLANS, builds=True)

@@ -7,8 +7,12 @@ import argparse
 from .. import results
 from ..variants import VARIANTS, Builder
 from . import control, image_report
-from .image_study import Plan, Run, Target, startup_phases_study
+from .image_study import Plan, Run, Target, plan_with_runs, startup_phases_study
 
+PLANS = {"quick": Plan(True, startup_runs=5, stop_runs=1, load_seconds=3, load_runs=2, control_rounds=3,
+                       control_seconds=2, open_loop_seconds=0),
+         "full": Plan(False, startup_runs=15, stop_runs=3, load_seconds=10, load_runs=3, control_rounds=5,
+                      control_seconds=5, open_loop_seconds=0)}
 ORDER = ("seed", "naive", "slim", "distroless", "micro")
 PHASED = ("slim", "distroless", "micro")  # the images whose service logs the moment it listens
 EDITED_FILES = {  # variant -> (dependency file, code file), relative to its build context
@@ -32,10 +36,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(options: argparse.Namespace) -> dict:
-    if options.runs is not None and options.runs < 3:
-        raise SystemExit("bench: error: --runs must be at least 3: a median of fewer runs says little")
     builder: Builder = options.builder
-    plan = Plan.for_mode(options.quick, options.runs)
+    plan = plan_with_runs(options.plan, options.runs)
     study = Run(preset_targets(), plan, ["--entrypoint", "python3", VARIANTS["distroless"].tag, "-c",
                                          "import time; time.sleep(120)"], builder)
     found = {"label": options.label, **results.header("quick" if plan.quick else "full", options.command_line,
@@ -53,4 +55,4 @@ STUDY = results.Study(
     name="study", summary="build all variants and run the image study on them (the default)",
     files=("results.json", "report.md", "chart.svg"), add_options=add_options, run=run,
     render=image_report.render, evaluate=image_report.evaluate, guarantees=image_report.guarantees,
-    shape=image_report.shape, builds=True)
+    shape=image_report.shape, plans=PLANS, builds=True)

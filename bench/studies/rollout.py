@@ -51,10 +51,9 @@ class Plan:
     settle_seconds: float  # load before the update starts and after it ends
     ungated: bool = False  # one more update with the health check switched off: what the gate costs and buys
 
-    @classmethod
-    def for_mode(cls, quick: bool) -> "Plan":
-        return cls(replicas=2, rollouts=1, clients=4, settle_seconds=1.0) if quick else \
-            cls(replicas=3, rollouts=3, clients=4, settle_seconds=2.0, ungated=True)
+
+PLANS = {"quick": Plan(replicas=2, rollouts=1, clients=4, settle_seconds=1.0),
+         "full": Plan(replicas=3, rollouts=3, clients=4, settle_seconds=2.0, ungated=True)}
 
 
 # ---- the client ---------------------------------------------------------------------------------------
@@ -386,7 +385,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def run(options: argparse.Namespace) -> dict:
     options.builder.build_all((*ROLLOUT_EXTRA_IMAGES, *DEPLOY_IMAGES))
-    plan = Plan.for_mode(options.quick)
+    plan = options.plan
     results = {**run_results.header("quick" if options.quick else "full", options.command_line, plan),
                "request": f"GET {PATH}", "request_timeout_seconds": REQUEST_TIMEOUT, "images": {}}
     results["cpus"], results["docker"] = results["machine"]["cpus"], results["machine"]["docker_server"]
@@ -547,4 +546,4 @@ STUDY = run_results.Study(
     name="rollout", summary="rolling updates of the swarm stack under load, per image and balancer; compose "
                             "--force-recreate (minutes)",
     files=("rollout.json", "rollout.md", "rollout.svg"), add_options=add_options, run=run, render=render,
-    guarantees=failures, shape=shape, builds=True)
+    guarantees=failures, shape=shape, plans=PLANS, builds=True)

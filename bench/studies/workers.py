@@ -48,9 +48,8 @@ class Plan:
     stop_runs: int
     connections: int = 16
 
-    @classmethod
-    def for_mode(cls, quick: bool) -> "Plan":
-        return cls(True, 3, 2, 2) if quick else cls(False, 10, 3, 5)
+
+PLANS = {"quick": Plan(True, 3, 2, 2), "full": Plan(False, 10, 3, 5)}
 
 
 # ---- the machine -------------------------------------------------------------------------------------
@@ -279,7 +278,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def run(options: argparse.Namespace) -> dict:
     require_wrk("workers")
-    plan = Plan.for_mode(options.quick)
+    plan = options.plan
     options.builder.build_all(IMAGES)
     seconds, _ = options.builder.build(REFERENCE)
     progress(f"built {REFERENCE.tag} in {seconds:.1f}s")
@@ -480,4 +479,4 @@ STUDY = run_results.Study(
     name="workers", summary="APP_WORKERS=1 vs auto, and gunicorn and granian (minutes)",
     files=("workers.json", "workers.md"), add_options=add_options, run=run,
     render=run_results.markdown_file("workers.md", markdown), evaluate=evaluate,
-    guarantees=failures, builds=True)
+    guarantees=failures, plans=PLANS, builds=True)
