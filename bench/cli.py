@@ -27,7 +27,8 @@ def add_bases_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_study_parser(commands: argparse._SubParsersAction, study: Study) -> argparse.ArgumentParser:
-    parser = commands.add_parser(study.name, help=study.summary)
+    parser = commands.add_parser(study.name, help=study.summary, description=study.description or study.summary,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     study.add_options(parser)
     if study.builds:
         add_bases_option(parser)

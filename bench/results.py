@@ -65,6 +65,7 @@ class Study:
     guarantees: Callable[[dict], list[str]] = nothing  # what a run must not break; broken: exit 1
     shape: Callable[[dict], list[str]] = nothing  # what a complete run holds that this one lacks
     plans: dict[str, object] | None = None  # "quick" and "full": its runs and durations, as options.plan
+    description: str = ""  # its --help text, when the summary is not enough
     builds: bool = False  # needs images built: gets `--bases` and a Builder as options.builder
 
     @property

@@ -309,6 +309,7 @@ def markdown(results: dict, has_reliability: bool = False, has_latency: bool = F
                    [[f"`{n}`", f"`{x['tag']}`", x["note"] or "–"] for n, x in v.items()])
     python_probe = "import sys" if "micro" in v or results.get("compare") else "import platform"
     command = f"`{results['command']}`. " if results.get("command") else ""
+    noop_command = f" (`{results['noop_command']}`)" if results.get("noop_command") else ""
     cache = ("" if not measured(v, "cache") else f"""## Build cache
 
 A temporary copy of each build context, built four times in a row: `docker build --no-cache`, then with no
@@ -343,8 +344,8 @@ shell and package manager from `docker export`; Python from `python3 -c '{python
 
 `docker run -d -p 127.0.0.1:PORT:{request['port']} IMAGE`, then `GET {request['ready']}` every 5 ms with a 200 ms
 timeout until it answers 2xx (the port proxy accepts connections before the app listens). Noop floor: the
-same `docker run -d -p ...` of a container that only sleeps, returning when it runs. {plan['startup_runs']}
-interleaved rounds after one warm-up.
+same `docker run -d -p ...` of a container that only sleeps, returning when it runs{noop_command}. \
+{plan['startup_runs']} interleaved rounds after one warm-up.
 
 {startup_table(results, base_name)}{phases_section(results)}
 

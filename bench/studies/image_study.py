@@ -8,6 +8,7 @@ was and was not measured, and the other images are still measured.
 
 import datetime
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -443,7 +444,8 @@ class Run:
                 self.record(target, "load", "idle memory", lambda t=target: idle_memory(t))
         if self.plan.open_loop_seconds:
             self.open_loop([t for t in answering if "requests_per_second" in self.entries[t.label].get("load", {})])
-        return {"noop_startup": noop, "variants": self.entries}
+        return {"noop_startup": noop, "noop_command": shlex.join(["docker", "run", "-d", "-p", "...", *self.noop]),
+                "variants": self.entries}
 
     def built(self, target: Target) -> bool:
         entry = self.entries[target.label]
