@@ -2,8 +2,8 @@
 
 The end-to-end test builds five small images from the local Python base (the tutorial-style http.server
 with and without a HEALTHCHECK, one whose load URL answers only 404, one that exits at once, one that
-listens on another port) and one `--build` entry from a context of its own, and asserts that every column
-of the report is filled or explained."""
+listens on another port), names one that does not exist, and builds two `--build` entries from contexts of
+their own (one builds, one fails), and asserts that every column of the report is filled or explained."""
 
 import json
 import subprocess
@@ -125,20 +125,25 @@ def foreign_images(engine, tmp_path_factory) -> dict[str, str]:
     (context / "requirements.txt").write_text("# no dependencies: the install step runs and installs nothing\n")
     (context / "app.py").write_text(APP)
     tags["built-context"] = str(context)
+    broken = tmp_path_factory.mktemp("broken")
+    (broken / "Dockerfile").write_text(f"FROM {base}\nRUN echo this build fails && false\n")
+    tags["broken-context"] = str(broken)
+    tags["missing"] = f"hello-api-foreign-{run}:never-built"
     yield tags
-    for label, tag in tags.items():
-        if label != "built-context":
-            docker("rmi", "-f", tag, check=False)
+    for label in FOREIGN:
+        docker("rmi", "-f", tags[label], check=False)
     docker("rmi", "-f", f"{IMAGE}-compare:built", check=False)
 
 
 @pytest.fixture(scope="module")
 def compared(foreign_images, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     output = tmp_path_factory.mktemp("compare")
-    images = [f"{label}={tag}" for label, tag in foreign_images.items() if label != "built-context"]
-    command = [sys.executable, "-m", "bench", "compare", *images, "--build",
-               f"built={foreign_images['built-context']}/Dockerfile", "--port", "8000", "--ready", "/health",
-               "--url", "/hello", "--ready-seconds", "5", "--quick", "--runs", "3", "--output", str(output)]
+    images = [f"{label}={foreign_images[label]}" for label in (*FOREIGN, "missing")]
+    command = [sys.executable, "-m", "bench", "compare", *images,
+               "--build", f"built={foreign_images['built-context']}/Dockerfile",
+               "--build", f"broken={foreign_images['broken-context']}/Dockerfile",
+               "--port", "8000", "--ready", "/health", "--url", "/hello", "--ready-seconds", "5",
+               "--quick", "--runs", "3", "--output", str(output)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     return result, output
 
@@ -164,8 +169,14 @@ def test_compare_measures_what_it_can_and_says_why_not_for_the_rest(compared):
     assert any("listens on port(s) 9000, not 8000: pass --port 9000" in p for p in variants["elsewhere"]["problems"])
     for label in ("exits", "elsewhere"):
         assert "size" in variants[label] and "startup" not in variants[label]
-    for label in ("notfound", "exits", "elsewhere"):
+    assert any("does not exist here" in p for p in variants["missing"]["problems"])
+    assert any(p.startswith("build: not measured: ") and "this build fails" in p
+               for p in variants["broken"]["problems"])
+    for label in ("missing", "broken"):
+        assert set(variants[label]) == {"tag", "note", "problems"}, label
+    for label in ("notfound", "exits", "elsewhere", "missing", "broken"):
         assert f"bench compare: not measured: {label}: " in result.stderr
+    assert " exec " not in result.stderr  # memory is read on the host: no image needs a shell or Python for it
 
 
 @pytest.mark.docker

@@ -95,7 +95,8 @@ def attempt(entry: dict, what: str, measure: Callable[[], object]) -> object | N
     try:
         return measure()
     except MEASURED_FAILURES as failure:
-        line = f"{what}: not measured: {failure}"
+        said = str(failure)
+        line = f"{what}: not measured: {said if len(said) <= 800 else '…' + said[-800:]}"
         entry["problems"].append(line)
         progress(f"{entry['tag']}: {line}")
         return None
