@@ -237,7 +237,7 @@ def throughput_table(v: dict, base_name: str) -> str:
                   "non-2xx", "socket errors"], rows)
 
 
-def open_loop_section(v: dict, base_name: str, seconds: int) -> str:
+def open_loop_section(v: dict, reference: str, seconds: int) -> str:
     """Latency at fixed rates (`bench compare` runs); empty when no image has them."""
     latencies = measured(v, "open_loop")
     if not latencies:
@@ -249,7 +249,7 @@ def open_loop_section(v: dict, base_name: str, seconds: int) -> str:
             for n, r in latencies.items()]
     return f"""## Latency at fixed rates
 
-The open-loop generator (bench/openloop.py) sends on schedule at 25%, 50% and 75% of `{base_name}`'s median
+The open-loop generator (bench/openloop.py) sends on schedule at 25%, 50% and 75% of `{reference}`'s median
 throughput above, {seconds} s per rate, one image at a time, through the `-p` mapping; a request waits for a
 free connection in a pool of 64 and that wait counts in its latency. p50 / p99 per rate:
 
@@ -310,6 +310,7 @@ def markdown(results: dict, has_reliability: bool = False, has_latency: bool = F
     python_probe = "import sys" if "micro" in v or results.get("compare") else "import platform"
     command = f"`{results['command']}`. " if results.get("command") else ""
     noop_command = f" (`{results['noop_command']}`)" if results.get("noop_command") else ""
+    open_loop = open_loop_section(v, results.get("open_loop_reference", base_name), plan.get("open_loop_seconds", 0))
     cache = ("" if not measured(v, "cache") else f"""## Build cache
 
 A temporary copy of each build context, built four times in a row: `docker build --no-cache`, then with no
@@ -371,7 +372,7 @@ wrk and the server share the machine's {m['cpus']} CPUs.
 
 {throughput_table(v, base_name)}
 
-{open_loop_section(v, base_name, plan.get('open_loop_seconds', 0))}{hardening_section(results)}\
+{open_loop}{hardening_section(results)}\
 {reliability_link}{latency_link}Raw figures: [results.json](results.json). Re-render: `python -m bench report DIR`.
 """
 

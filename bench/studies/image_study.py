@@ -443,10 +443,12 @@ class Run:
                     t, self.plan.load_seconds, self.plan.connections, self.plan.load_runs))
             if loaded is None:
                 self.record(target, "load", "idle memory", lambda t=target: idle_memory(t))
-        if self.plan.open_loop_seconds:
-            self.open_loop([t for t in answering if "requests_per_second" in self.entries[t.label].get("load", {})])
-        return {"noop_startup": noop, "noop_command": shlex.join(["docker", "run", "-d", "-p", "...", *self.noop]),
-                "variants": self.entries}
+        found = {"noop_startup": noop, "noop_command": shlex.join(["docker", "run", "-d", "-p", "...", *self.noop]),
+                 "variants": self.entries}
+        loaded = [t for t in answering if "requests_per_second" in self.entries[t.label].get("load", {})]
+        if self.plan.open_loop_seconds and loaded:
+            found["open_loop_reference"] = self.open_loop(loaded)
+        return found
 
     def built(self, target: Target) -> bool:
         entry = self.entries[target.label]
@@ -479,10 +481,9 @@ class Run:
             self.entries[target.label][key] = value
         return value
 
-    def open_loop(self, loaded: list[Target]) -> None:
-        """Open-loop rates at shares of the baseline's (the first target's) closed-loop median."""
-        if not loaded:
-            return
+    def open_loop(self, loaded: list[Target]) -> str:
+        """Open-loop rates at shares of the first loaded target's closed-loop median (the baseline's, when it
+        was loaded); returns that target's label."""
         capacity = self.entries[loaded[0].label]["load"]["requests_per_second"]["median"]
         rates = [max(1, round(capacity * share)) for share in OPEN_LOOP_SHARES]
         progress(f"open loop at {rates} req/s ({', '.join(f'{s:.0%}' for s in OPEN_LOOP_SHARES)} of "
@@ -491,4 +492,5 @@ class Run:
             with self.quietness.around(f"open loop: {target.label}"):
                 self.record(target, "open_loop", "open-loop latency",
                             lambda t=target: open_loop_study(t, rates, self.plan.open_loop_seconds))
+        return loaded[0].label
 
