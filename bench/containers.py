@@ -82,7 +82,13 @@ def container_ip(name: str) -> str:
 def rss_kib(name: str) -> int:
     """VmRSS of the container's first process, from the host's /proc: works for any image."""
     pid = host_pid(name)
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError as unreadable:
+        raise RuntimeError(f"cannot read /proc/{pid}/status ({unreadable.strerror}): the bench reads a container's "
+                           "memory on the Docker engine's host; run it there (not against Docker Desktop's VM or "
+                           "a remote DOCKER_HOST)") from None
+    for line in status.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError(f"/proc/{pid}/status has no VmRSS line: is {name} still running?")

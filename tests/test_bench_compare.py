@@ -1,11 +1,13 @@
 """`python -m bench compare`: the image study for images this project did not write.
 
-The end-to-end test builds five small images from the local Python base (the tutorial-style http.server
+The end-to-end test builds six small images from the local Python base (the tutorial-style http.server
 with and without a HEALTHCHECK, one whose load URL answers only 404, one that exits at once, one that
-listens on another port), names one that does not exist, and builds two `--build` entries from contexts of
-their own (one builds, one fails), and asserts that every column of the report is filled or explained."""
+listens on another port, one that listens and never answers), names one that does not exist, and builds
+two `--build` entries from contexts of their own (one builds, one fails), and asserts that every column
+of the report is filled or explained."""
 
 import json
+import shutil
 import subprocess
 import sys
 import uuid
@@ -29,6 +31,7 @@ FOREIGN = {  # label -> Dockerfile after FROM
     "notfound": 'WORKDIR /srv\nRUN echo ok > health\nCMD ["python3", "-m", "http.server", "8000"]\n',
     "exits": 'CMD ["python3", "-c", "print(\'bye\'); raise SystemExit(3)"]\n',
     "elsewhere": SERVED.replace('"8000"', '"9000"'),
+    "silent": 'CMD ["python3", "-c", "import socket, time; s = socket.create_server((\'\', 8000)); time.sleep(600)"]\n',
 }
 APP = """import http.server
 
@@ -99,6 +102,16 @@ def test_a_code_edit_goes_to_the_shallowest_python_file_outside_tests_and_virtua
     assert dependency_file(tmp_path) == "requirements.txt"  # before pyproject.toml
 
 
+def test_memory_that_cannot_be_read_on_this_host_is_none_with_the_reason(monkeypatch):
+    from bench import containers
+    from bench.studies.image_study import Memory
+
+    monkeypatch.setattr(containers, "host_pid", lambda name: 2 ** 22 + 7)  # above Linux's pid_max
+    memory = Memory("any-container")
+    assert memory.read() is None
+    assert "run it there (not against Docker Desktop's VM" in memory.problem()["memory_problem"]
+
+
 def test_compare_refuses_a_bad_command_line_with_the_reason_and_no_traceback():
     result = subprocess.run([sys.executable, "-m", "bench", "compare", "--offline", "a=one", "a=two"], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
@@ -109,7 +122,7 @@ def test_compare_refuses_a_bad_command_line_with_the_reason_and_no_traceback():
 
 @pytest.fixture(scope="module")
 def foreign_images(engine, tmp_path_factory) -> dict[str, str]:
-    """The five foreign images, tagged apart from every other checkout's; removed afterwards."""
+    """The foreign images, tagged apart from every other checkout's; removed afterwards."""
     base = bases.SLIM_BASE if image_exists(bases.SLIM_BASE) else "python:3.13-slim"
     if not image_exists(base):
         unavailable(f"no Python base image ({bases.SLIM_BASE} or python:3.13-slim): run python -m bench images")
@@ -167,14 +180,16 @@ def test_compare_measures_what_it_can_and_says_why_not_for_the_rest(compared):
     assert any("exited with code 3 before answering GET /health" in p and "bye" in p
                for p in variants["exits"]["problems"])
     assert any("listens on port(s) 9000, not 8000: pass --port 9000" in p for p in variants["elsewhere"]["problems"])
-    for label in ("exits", "elsewhere"):
+    assert any("never answered GET /health with a 2xx within 5 s (listening on 8000)" in p
+               for p in variants["silent"]["problems"])
+    for label in ("exits", "elsewhere", "silent"):
         assert "size" in variants[label] and "startup" not in variants[label]
     assert any("does not exist here" in p for p in variants["missing"]["problems"])
     assert any(p.startswith("build: not measured: ") and "this build fails" in p
                for p in variants["broken"]["problems"])
     for label in ("missing", "broken"):
         assert set(variants[label]) == {"tag", "note", "problems"}, label
-    for label in ("notfound", "exits", "elsewhere", "missing", "broken"):
+    for label in ("notfound", "exits", "elsewhere", "silent", "missing", "broken"):
         assert f"bench compare: not measured: {label}: " in result.stderr
     assert " exec " not in result.stderr  # memory is read on the host: no image needs a shell or Python for it
 
@@ -198,3 +213,13 @@ def test_the_compare_report_has_every_column_filled_or_explained_and_passes_the_
     assert "## Latency at fixed rates" in report and "## Build cache" in report
     assert "| `notfound` |" in report and "– (no load)" in report
     assert IMAGE_STUDY.check(output) == []
+
+
+@pytest.mark.docker
+def test_bench_sh_reads_the_paths_on_its_command_line_from_where_it_is_run(engine, tmp_path):
+    committed = ROOT / "bench" / "results" / "2026-12-01-compare"
+    shutil.copytree(committed, tmp_path / "copy")
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "bench.sh"), "check", "copy"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "bench check: copy is complete and renders" in result.stdout

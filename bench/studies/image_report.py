@@ -113,7 +113,8 @@ def evaluate_targets(results: dict) -> list[dict]:
                          f"({ms(load['p99_seconds'])} vs {ms(seed_load['p99_seconds'])})",
              "met": load["p99_seconds"] <= 0.5 * seed_load["p99_seconds"]},
             {"target": f"{name}: idle RSS ≤ 10 MiB",
-             "measured": f"{load['rss_idle_kib'] / 1024:.1f} MiB", "met": load["rss_idle_kib"] <= 10 * 1024},
+             "measured": mib(load["rss_idle_kib"]) if load["rss_idle_kib"] is not None else "not measured",
+             "met": load["rss_idle_kib"] is not None and load["rss_idle_kib"] <= 10 * 1024},
             {"target": f"{name}: code-only rebuild re-runs no dependency step, ≤ 15% of the cold build",
              "measured": f"pip re-ran: {yes_no(code_edit['dependency_step_reran'])}; "
                          f"{mine['cache']['code_edit_share_of_cold']:.0%} of cold",
@@ -217,8 +218,10 @@ def stop_table(v: dict, base_name: str) -> str:
 
 def memory_table(v: dict, base_name: str) -> str:
     base = base_of(v, "load", base_name)
-    rows = [[f"`{n}`", mib(m["rss_idle_kib"]), ratio(m["rss_idle_kib"], base.get("rss_idle_kib")),
-             mib(m["rss_under_load_kib"]) if "rss_under_load_kib" in m else "– (no load)",
+    rows = [[f"`{n}`", mib(m["rss_idle_kib"]) if m["rss_idle_kib"] is not None else "– (unreadable)",
+             ratio(m["rss_idle_kib"], base.get("rss_idle_kib")),
+             "– (no load)" if "rss_under_load_kib" not in m else
+             mib(m["rss_under_load_kib"]) if m["rss_under_load_kib"] is not None else "– (unreadable)",
              ratio(m.get("rss_under_load_kib"), base.get("rss_under_load_kib"))]
             for n, m in measured(v, "load").items()]
     return table(["image", "RSS idle", f"×{base_name}", "RSS under load (max)", f"×{base_name}"], rows)
@@ -311,12 +314,16 @@ def markdown(results: dict, has_reliability: bool = False, has_latency: bool = F
     command = f"`{results['command']}`. " if results.get("command") else ""
     noop_command = f" (`{results['noop_command']}`)" if results.get("noop_command") else ""
     open_loop = open_loop_section(v, results.get("open_loop_reference", base_name), plan.get("open_loop_seconds", 0))
+    cache_note = ("A cache mount (`RUN --mount=type=cache`) survives `--no-cache`: a cold build reuses what it "
+                  "holds."
+                  if results.get("compare") else
+                  "A pip cache mount survives `--no-cache`, so the\nproject images' cold builds reuse downloaded "
+                  "wheels; `seed` uses `pip --no-cache-dir` and downloads again.")
     cache = ("" if not measured(v, "cache") else f"""## Build cache
 
 A temporary copy of each build context, built four times in a row: `docker build --no-cache`, then with no
 change, then after appending a comment line to the code file, then to the dependency file. Steps and cache
-hits are read from BuildKit's `--progress=plain` output. A pip cache mount survives `--no-cache`, so the
-project images' cold builds reuse downloaded wheels; `seed` uses `pip --no-cache-dir` and downloads again.
+hits are read from BuildKit's `--progress=plain` output. {cache_note}
 
 {cache_table(v, base_name)}
 

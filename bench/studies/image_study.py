@@ -214,14 +214,25 @@ def step_counts(output: str) -> dict:
             "dependency_step_reran": any(word in title for title in reran for word in installs)}
 
 
+TOP_LEVEL_LEFT_OUT = {".git", ".venv", ".pytest_cache", ".hypothesis"}  # never in an image; slow to copy
+
+
+def left_out_of_copy(root: Path) -> Callable[[str, list[str]], set[str]]:
+    """What the build-cache study's copy of a context leaves out: `__pycache__` anywhere, and at the top
+    level only, git's and the virtual environment's folders and the test caches."""
+    def ignored(folder: str, names: list[str]) -> set[str]:
+        top = {name for name in names if name in TOP_LEVEL_LEFT_OUT} if Path(folder) == root else set()
+        return top | {name for name in names if name == "__pycache__"}
+    return ignored
+
+
 def cache_study(variant: Variant, builder: Builder, dependency_file: str | None, code_file: str | None) -> dict:
     """Cold, no-change, code-edit and dependency-edit builds of a temporary copy of the context. An edit
     appends a comment line to the file; an edit whose file is None is left out."""
     results = {"edited_files": {"code": code_file, "dependency": dependency_file}}
     with tempfile.TemporaryDirectory(prefix="hello-api-cache-") as work:
         context = Path(work) / "context"
-        shutil.copytree(variant.context, context, symlinks=True, ignore=shutil.ignore_patterns(
-            ".git", ".venv", "__pycache__", "results", ".pytest_cache", ".hypothesis", "*.egg-info"))
+        shutil.copytree(variant.context, context, symlinks=True, ignore=left_out_of_copy(variant.context))
         dockerfile = variant.dockerfile
         if dockerfile.is_relative_to(variant.context):  # build the copy's Dockerfile, as a user would
             dockerfile = context / dockerfile.relative_to(variant.context)
@@ -380,21 +391,41 @@ def load_study(target: Target, seconds: int, connections: int, runs: int) -> dic
             raise NotServed(f"GET {target.url} answered {status or 'nothing'}, not a 2xx: no throughput or "
                             f"loaded memory measured; pass --url with a path that answers 2xx")
         time.sleep(2)
-        idle = rss_kib(name)
+        memory = Memory(name)
+        idle = memory.read()
         wrk(port, 1, connections, path=target.url)  # warm-up, discarded
         attempts, under_load = [], []
         for _ in range(runs):
             attempts.append(wrk(port, seconds, connections, path=target.url,
-                                during=lambda: under_load.append(rss_kib(name))))
+                                during=lambda: under_load.append(memory.read())))
+    loaded = [kib for kib in under_load if kib is not None]
     return {"connections": connections, "seconds": seconds, "url": target.url, **condense(attempts),
-            "rss_idle_kib": idle, "rss_under_load_kib": max(under_load)}
+            "rss_idle_kib": idle, "rss_under_load_kib": max(loaded) if loaded else None, **memory.problem()}
 
 
 def idle_memory(target: Target) -> dict:
     """Idle RSS alone, for an image whose load URL answers no 2xx."""
     with started(target) as ready:
         time.sleep(2)
-        return {"rss_idle_kib": rss_kib(ready.name)}
+        memory = Memory(ready.name)
+        return {"rss_idle_kib": memory.read(), **memory.problem()}
+
+
+class Memory:
+    """A container's RSS, read on the host; where it cannot be (not the engine's host), None and why."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.unreadable = name, ""
+
+    def read(self) -> int | None:
+        try:
+            return rss_kib(self.name)
+        except RuntimeError as why:
+            self.unreadable = str(why)
+            return None
+
+    def problem(self) -> dict:
+        return {"memory_problem": self.unreadable} if self.unreadable else {}
 
 
 def open_loop_study(target: Target, rates: list[int], seconds: int) -> dict:
@@ -476,9 +507,12 @@ class Run:
         return True
 
     def record(self, target: Target, key: str, what: str, measure: Callable[[], dict]) -> dict | None:
-        value = attempt(self.entries[target.label], what, measure)
+        entry = self.entries[target.label]
+        value = attempt(entry, what, measure)
         if value is not None:
-            self.entries[target.label][key] = value
+            entry[key] = value
+            if value.get("memory_problem"):
+                entry["problems"].append(f"memory: not measured: {value['memory_problem']}")
         return value
 
     def open_loop(self, loaded: list[Target]) -> str:

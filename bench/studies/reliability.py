@@ -185,15 +185,19 @@ def select_against_poll(tag: str, seconds: int, rounds: int) -> dict:
             for loop, results in runs.items()}
 
 
+PLANS = {"quick": {"soak_seconds": 20, "threads_seconds": 5, "loop_seconds": 3, "loop_rounds": 2},
+         "full": {"soak_seconds": 60, "threads_seconds": 10, "loop_seconds": 10, "loop_rounds": 5}}
+
+
 def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a 20 s soak instead of 60 s")
 
 
 def run(options: argparse.Namespace) -> dict:
     options.builder.build_all(PROJECT_IMAGES)
-    seconds = 20 if options.quick else 60
-    quick = options.quick
-    results = {**run_results.header("quick" if quick else "full", options.command_line, {"soak_seconds": seconds}),
+    plan = options.plan
+    seconds = plan["soak_seconds"]
+    results = {**run_results.header("quick" if options.quick else "full", options.command_line, plan),
                "images": {}}
     quietness = Quietness()
     for name in PROJECT_IMAGES:
@@ -210,12 +214,12 @@ def run(options: argparse.Namespace) -> dict:
     slim = VARIANTS["slim"].tag
     progress(f"tuning record: APP_THREADS 4 vs 8 on {slim}")
     with quietness.around("threads 4 and 8"):
-        results["tuning"] = {"threads": threads_before_after(slim, 5 if quick else 10)}
+        results["tuning"] = {"threads": threads_before_after(slim, plan["threads_seconds"])}
     progress(f"tuning record: slowloris against APP_CONNECTION_LIMIT 100 vs 1000 on {slim}")
     results["tuning"]["connection_limit"] = slowloris_before_after(slim)
     progress(f"tuning record: select() against poll() on {slim}")
     with quietness.around("select and poll"):
-        results["tuning"]["event_loop"] = select_against_poll(slim, 3 if quick else 10, 2 if quick else 5)
+        results["tuning"]["event_loop"] = select_against_poll(slim, plan["loop_seconds"], plan["loop_rounds"])
     results["noise"] = quietness.summary()
     return evaluate(run_results.finish(results))
 
@@ -355,4 +359,4 @@ STUDY = run_results.Study(
     name="reliability", summary="soak, stop under load, hostile clients (minutes)",
     files=("reliability.json", "reliability.md"), add_options=add_options, run=run,
     render=run_results.markdown_file("reliability.md", markdown),
-    evaluate=evaluate, guarantees=failures, builds=True)
+    evaluate=evaluate, guarantees=failures, plans=PLANS, builds=True)
