@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .. import results
 from ..containers import CONTAINER_PORT, READY_SECONDS
+from ..load import require_wrk
 from ..variants import IMAGE, Builder, Variant
 from . import image_report
 from .image_study import Plan, Run, Target, plan_with_runs
@@ -137,6 +138,7 @@ def run(options: argparse.Namespace) -> dict:
         targets, base = targets_from(options)
     except CompareError as wrong:
         raise SystemExit(f"bench compare: error: {wrong}") from None
+    require_wrk("image")
     builder: Builder = options.builder
     plan = plan_with_runs(options.plan, options.runs)
     study = Run(targets, plan, ["--entrypoint", "python3", builder.slim_base, "-c", "import time; time.sleep(120)"],

@@ -5,6 +5,7 @@ start-up phases their logs allow, the control (the service against plain waitres
 import argparse
 
 from .. import results
+from ..load import require_wrk
 from ..variants import VARIANTS, Builder
 from . import control, image_report
 from .image_study import Plan, Run, Target, plan_with_runs, startup_phases_study
@@ -36,6 +37,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(options: argparse.Namespace) -> dict:
+    require_wrk("image")
     builder: Builder = options.builder
     plan = plan_with_runs(options.plan, options.runs)
     study = Run(preset_targets(), plan, ["--entrypoint", "python3", VARIANTS["distroless"].tag, "-c",
