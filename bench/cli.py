@@ -120,8 +120,7 @@ def run_study(study: Study, options: argparse.Namespace) -> int:
     if study.json != IMAGE_STUDY.json and IMAGE_STUDY.holds(options.output):
         IMAGE_STUDY.rerender(options.output)  # report.md links the other studies' reports beside it
     broken = study.guarantees(results)
-    gaps = [f"{label}: {problem}" for label, entry in results.get("variants", {}).items()
-            for problem in entry.get("problems", [])]
+    gaps = study.gaps(results)
     for line in [f"guarantee broken: {problem}" for problem in broken] + [f"not measured: {gap}" for gap in gaps]:
         print(f"bench {study.name}: {line}", file=sys.stderr)
     if broken:

@@ -6,7 +6,7 @@ import http.client
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -136,7 +136,7 @@ def running(tag: str, *args: str, container_port: int = CONTAINER_PORT, ready: s
     name, port = unique_name(), free_port()
     docker("run", "-d", *publish(name, port, container_port), *args, tag, quiet=True)
     try:
-        if not answers_while_running(name, port, ready, seconds):
+        if not answers_while(lambda: is_running(name), port, ready, seconds):
             raise NotReady(why_not_ready(tag, name, container_port, ready, seconds))
         yield Ready(name, port)
     finally:
@@ -148,14 +148,15 @@ def is_running(name: str) -> bool:
     return state.stdout.strip() == "true"
 
 
-def answers_while_running(name: str, port: int, path: str, seconds: float) -> bool:
-    """answers(), asking Docker every half second whether the container still runs: one that exited is
-    not waited for. Not for timed starts (the question costs a Docker call)."""
+def answers_while(alive: Callable[[], bool], port: int, path: str = READY_PATH,
+                  seconds: float = READY_SECONDS) -> bool:
+    """answers(), asking alive() every half second: a server (a container, a process) that is gone is not
+    waited for. Not for timed starts: for a container, the question costs a Docker call."""
     deadline = time.perf_counter() + seconds
     while (left := deadline - time.perf_counter()) > 0:
         if answers(port, path, seconds=min(0.5, left)):
             return True
-        if not is_running(name):
+        if not alive():
             return False
     return False
 

@@ -63,6 +63,7 @@ class Study:
     render: Callable[[dict, Path], dict[str, str]]  # file name -> text, from the JSON (and its directory)
     evaluate: Callable[[dict], dict] = unchanged  # the targets, read again from the figures
     guarantees: Callable[[dict], list[str]] = nothing  # what a run must not break; broken: exit 1
+    gaps: Callable[[dict], list[str]] = nothing  # what it could not measure, and why; any: exit 3
     shape: Callable[[dict], list[str]] = nothing  # what a complete run holds that this one lacks
     plans: dict[str, object] | None = None  # "quick" and "full": its runs and durations, as options.plan
     description: str = ""  # its --help text, when the summary is not enough

@@ -156,4 +156,5 @@ STUDY = results.Study(
     name="compare", summary="the image study for any images: python -m bench compare IMAGE [LABEL=IMAGE ...]",
     files=("results.json", "report.md", "chart.svg"), add_options=add_options, run=run,
     render=image_report.render, evaluate=image_report.evaluate, guarantees=image_report.guarantees,
+    gaps=image_report.gaps,
     shape=image_report.shape, plans=PLANS, builds=True, description=__doc__)

@@ -279,6 +279,12 @@ writing an access log. {control.statistics_note(cost)}
 """
 
 
+def gaps(results: dict) -> list[str]:
+    """What could not be measured, one line per image and problem."""
+    return [f"{name}: {problem}" for name, entry in results["variants"].items()
+            for problem in entry.get("problems", [])]
+
+
 def problems_section(v: dict) -> str:
     """What could not be measured, image by image (`bench compare` of images that exit, never answer...)."""
     lines = [f"- `{n}`: {problem}" for n, entry in v.items() for problem in entry.get("problems", [])]

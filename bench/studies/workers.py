@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import results as run_results
-from ..containers import CONTAINER_PORT, container_ip, free_port, get_status, running, stop
+from ..containers import CONTAINER_PORT, answers_while, container_ip, free_port, get_status, running, stop
 from ..docker import ROOT, docker, progress
 from ..load import condense, require_wrk, summary, wrk
 from ..noise import Quietness, describe
@@ -92,12 +92,7 @@ def worker_pids(parent: int) -> list[int]:
 
 
 def wait_healthy(port: int, process: subprocess.Popen, seconds: float = 15) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and process.poll() is None:
-        if get_status(port) == 200:
-            return True
-        time.sleep(0.05)
-    return False
+    return answers_while(lambda: process.poll() is None, port, seconds=seconds)
 
 
 def stop_host(process: subprocess.Popen) -> int:
