@@ -25,8 +25,10 @@ of them underneath. The grammar itself is service/http_parser.py (no waitress in
   for a request is closed to admit a new one (waitress stops accepting: a few hundred silent sockets lock
   every client out); up to ACCEPT_BATCH connections are accepted per turn of the event loop (waitress
   takes one); failures of accept() are summarised, not logged with a traceback each.
-- Transport: runs waitress's event loop itself and drains it on a stop signal (waitress's `run()` cancels
-  queued requests when it stops), fitting the connection limit to the open-file limit first.
+- Transport: runs the event loop itself (service/event_loop.py: a fault while handling one connection closes
+  that connection only; waitress's loop lets it end the process) and sweeps receive timeouts and lingering
+  closes between its turns; drains it on a stop signal (waitress's `run()` cancels queued requests when it
+  stops), fitting the connection limit to the open-file limit first.
 - CountingDispatcher and QueueDepthSummary: waitress warns "Task queue depth is N" on every queued
   request (a log record each, on the event loop's thread); this counts them, keeps the peak and writes
   one line a period.
@@ -51,6 +53,7 @@ from waitress.utilities import Error
 
 from .app import JSON_HEADERS, encode
 from .config import Settings
+from .event_loop import EventLoop, FaultLog
 from .healthcheck import HEALTHCHECK_AGENT
 from .http_parser import (
     BodyTooLarge,
@@ -481,8 +484,12 @@ class HardenedChannel(HTTPChannel):
     def handle_write(self) -> None:
         super().handle_write()
         if self.connected and self.parse_ahead_ready():
-            data, self.unparsed = self.unparsed, b""
-            self.received(data)
+            self.parse_ahead()
+
+    def parse_ahead(self) -> None:
+        """The requests that waited unparsed (pipelined past PIPELINE_DEPTH), now that the others are answered."""
+        data, self.unparsed = self.unparsed, b""
+        self.received(data)
 
     def handle_read(self) -> None:
         """waitress's, but EAGAIN is "nothing yet", not a reason to close: a descriptor closed (evicted)
@@ -532,14 +539,19 @@ class HardenedChannel(HTTPChannel):
 # ---- the listening server ----------------------------------------------------------------------------
 
 class HardenedServer(TcpWSGIServer):
+    """waitress's listening socket; `loop` guards the work it does on connections between turns."""
+
     channel_class = HardenedChannel
-    access_log: AccessLog | None = None
-    receive_timeout = 5.0
     next_sweep = 0.0
     accept_paused_until = 0.0
     accept_failures = 0
     accept_failure_logged = 0.0
     not_clients = 0  # dispatchers in the map that are no client's: listening sockets, wake-up pipes
+
+    def __init__(self, app: Callable, *, loop: EventLoop, access_log: AccessLog | None, receive_timeout: float,
+                 **waitress_options: object) -> None:
+        self.loop, self.access_log, self.receive_timeout = loop, access_log, receive_timeout
+        super().__init__(app, **waitress_options)
 
     def client_connections(self) -> int:
         """Open client connections (waitress counts len(map) against the limit: 2 or 4 too many)."""
@@ -549,26 +561,31 @@ class HardenedServer(TcpWSGIServer):
         return [c for c in self.active_channels.values() if c.waits_for_a_request()]
 
     def readable(self) -> bool:
-        now = time.monotonic()
-        if now >= self.next_sweep:
-            self.next_sweep = now + SWEEP_SECONDS
-            self.sweep(now)
-            super().maintenance(time.time())  # waitress's idle timeout, on our clock's schedule
-        if not self.accepting or now < self.accept_paused_until:
+        """Only whether to accept: asked while the event loop lists what to watch, so it closes nothing (a
+        connection closed then left its descriptor in select()'s list: EBADF, and the process exited)."""
+        if not self.accepting or time.monotonic() < self.accept_paused_until:
             return False
         return self.client_connections() < self.adj.connection_limit or bool(self.waiting_channels())
 
     def maintenance(self, now: float) -> None:
-        """Disabled: `readable` runs waitress's idle timeout itself, twice a second."""
+        """Disabled: `sweep` runs waitress's idle timeout itself, between turns of the event loop."""
 
     def sweep(self, now: float) -> None:
-        """Close connections whose request has not arrived whole within receive_timeout, and lingerers."""
+        """Between turns, every SWEEP_SECONDS: close lingerers whose time is up, answer 408 to requests not
+        received whole within receive_timeout, and run waitress's idle timeout. A fault closes its connection."""
+        if now < self.next_sweep:
+            return
+        self.next_sweep = now + SWEEP_SECONDS
         for channel in list(self.active_channels.values()):
             if channel.lingering_until is not None and now >= channel.lingering_until:
-                channel.close_now()
+                with self.loop.guard(channel, "closing it after its lingering close"):
+                    channel.close_now()
             elif (channel.receiving_since is not None and not channel.requests
                   and now - channel.receiving_since > self.receive_timeout):
-                channel.time_out(self.receive_timeout)
+                with self.loop.guard(channel, "timing out its request (APP_RECEIVE_TIMEOUT)"):
+                    channel.time_out(self.receive_timeout)
+        with self.loop.guard(self, "closing idle connections (APP_CHANNEL_TIMEOUT)"):
+            super().maintenance(time.time())
 
     def handle_accept(self) -> None:
         """Accept what is waiting, up to ACCEPT_BATCH (waitress takes one per turn of the event loop, and
@@ -597,12 +614,12 @@ class HardenedServer(TcpWSGIServer):
             if not self.evict_one(evictable, spare=channel):
                 return  # every other connection is being answered: accept no more until one closes
 
-    @staticmethod
-    def evict_one(evictable: list[HardenedChannel], spare: HardenedChannel) -> bool:
+    def evict_one(self, evictable: list[HardenedChannel], spare: HardenedChannel) -> bool:
         while evictable:
             oldest = evictable.pop()
             if oldest is not spare and oldest.socket is not None and oldest.waits_for_a_request():
-                oldest.close_now()
+                with self.loop.guard(oldest, "closing it to admit another (APP_CONNECTION_LIMIT)"):
+                    oldest.close_now()
                 return True
         return False
 
@@ -761,16 +778,18 @@ class Transport:
                  sockets: list[socket.socket] | None = None) -> None:
         self.adj = adjustments(settings, fit_connection_limit(settings.connection_limit))
         self.map: dict = {}
+        self.faults = FaultLog()
+        self.loop = EventLoop(self.map, self.adj.asyncore_use_poll, self.faults)
         self.queue_summary = QueueDepthSummary()
         self.dispatcher = CountingDispatcher(self.queue_summary)
         self.listeners: list[HardenedServer] = []
         try:
             for sockinfo, sock in self.listen_on(sockets):
                 # As waitress's create_server does with sockets bound elsewhere.
-                server = HardenedServer(app, map=self.map, dispatcher=self.dispatcher, adj=self.adj,
-                                        sockinfo=sockinfo, _sock=sock, bind_socket=sock is None)
-                server.access_log, server.receive_timeout = access_log, settings.receive_timeout
-                self.listeners.append(server)
+                self.listeners.append(HardenedServer(
+                    app, loop=self.loop, access_log=access_log, receive_timeout=settings.receive_timeout,
+                    map=self.map, dispatcher=self.dispatcher, adj=self.adj, sockinfo=sockinfo, _sock=sock,
+                    bind_socket=sock is None))
         except OSError:
             wasyncore.close_all(self.map)
             raise
@@ -797,8 +816,12 @@ class Transport:
 
     def serve(self, stopped: Callable[[], bool]) -> None:
         while not stopped():
-            wasyncore.loop(timeout=1.0, map=self.map, use_poll=self.adj.asyncore_use_poll, count=1)
+            self.loop.turn(timeout=1.0)
+            now = time.monotonic()
+            for listener in self.listeners:
+                listener.sweep(now)
             self.queue_summary.flush()
+            self.faults.flush()
 
     def channels(self) -> list[HardenedChannel]:
         return [d for d in self.map.values() if isinstance(d, HardenedChannel)]
@@ -814,10 +837,11 @@ class Transport:
         while time.monotonic() < deadline and not cut_short():
             for channel in self.channels():
                 if not (channel.requests or channel.total_outbufs_len or channel.parse_ahead_ready()):
-                    channel.close_now()
+                    with self.loop.guard(channel, "closing it idle (the drain)"):
+                        channel.close_now()
             if not self.channels():
                 break
-            wasyncore.loop(timeout=0.02, map=self.map, use_poll=self.adj.asyncore_use_poll, count=1)
+            self.loop.turn(timeout=0.02)
         cut = self.log_cut_requests("a second stop signal" if cut_short() else f"the {grace:g}s grace period")
         wasyncore.close_all(self.map)
         if cut:  # threads still inside the app are daemons: do not wait for them
@@ -825,6 +849,7 @@ class Transport:
         else:
             self.dispatcher.shutdown(cancel_pending=True, timeout=1)
         self.queue_summary.flush(force=True)
+        self.faults.flush(force=True)
         return cut
 
     def log_cut_requests(self, why: str) -> int:

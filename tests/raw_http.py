@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -98,9 +99,9 @@ def server_side_connections(port: int) -> int:
                    if line.split()[1].endswith(local) and line.split()[3] in ("01", "08"))
 
 
-def unread_bytes_at_server(client: socket.socket) -> int | None:
-    """Bytes the server has not yet read from this client's IPv4 loopback connection (its receive queue in
-    /proc/net/tcp); None while the kernel lists no such connection."""
+def server_side(client: socket.socket) -> list[str] | None:
+    """The /proc/net/tcp fields of the server's end of this client's IPv4 loopback connection; None while the
+    kernel lists no such socket."""
     client_port = client.getsockname()[1]
     server_port = client.getpeername()[1]
     wanted = (f"0100007F:{server_port:04X}", f"0100007F:{client_port:04X}")
@@ -108,8 +109,32 @@ def unread_bytes_at_server(client: socket.socket) -> int | None:
         for line in table.readlines()[1:]:
             fields = line.split()
             if (fields[1], fields[2]) == wanted:
-                return int(fields[4].split(":")[1], 16)
+                return fields
     return None
+
+
+def unread_bytes_at_server(client: socket.socket) -> int | None:
+    """Bytes the server has not yet read from this client's IPv4 loopback connection (its receive queue);
+    None while the kernel lists no such connection."""
+    fields = server_side(client)
+    return None if fields is None else int(fields[4].split(":")[1], 16)
+
+
+def held_by(pid: int, client: socket.socket) -> bool:
+    """Process `pid` holds a descriptor for its end of this client's connection (it has accepted it)."""
+    fields = server_side(client)
+    if fields is None:
+        return False
+    held = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    return f"socket:[{fields[9]}]" in held
+
+
+def closed_by(pid: int, client: socket.socket) -> bool:
+    """Process `pid` has closed its end of this client's connection: the end is shut down (not ESTABLISHED) and
+    the process holds no descriptor for it. A lingering close shuts down first (the client reads EOF) and
+    closes seconds later: this tells the two apart."""
+    fields = server_side(client)
+    return fields is None or (fields[3] != "01" and not held_by(pid, client))
 
 
 def exchange(address: tuple[str, int], payload: bytes, seconds: float = 5.0) -> Exchange:

@@ -14,9 +14,11 @@ import time
 import pytest
 import requests
 from conftest import inspect
-from raw_http import exchange
+from raw_http import exchange, read_answer
 from support import allow_open_files, docker, image_tag
 from test_config import INVALID
+
+from service.transport import LINGER_SECONDS
 
 pytestmark = pytest.mark.docker
 FRESH_CLIENT_SECONDS = 5.0
@@ -72,6 +74,20 @@ def test_garbage_bytes_get_a_json_400_and_the_server_keeps_serving(image, run_co
     assert result.only.status == 400
     assert result.only.json()["error"] == "bad_request"
     fresh_client_is_served(url)
+
+
+@pytest.mark.parametrize("refused", [b"GET /x HTTP/1.1\r\n\r\n", b"BAD\r\n\r\n"], ids=["no-host", "not-http"])
+def test_a_refused_client_that_stays_connected_leaves_the_container_running_and_serving(image, run_container, refused):
+    """The service exited 1 two seconds after such a client (issue 24): its lingering close was ended while the
+    event loop listed what select() should watch. Through Docker's port proxy the service's close cannot be
+    seen from here, so the client stays, silent, for twice the lingering close and a sweep."""
+    name, url = run_container(image)
+    with connect(url) as client:
+        client.sendall(refused)
+        assert read_answer(client, seconds=5).startswith(b"HTTP/1.1 400 ")
+        time.sleep(2 * LINGER_SECONDS + 1)
+        assert inspect(name, "{{.State.Running}}") == "true", inspect(name, "{{.State.ExitCode}}")
+        fresh_client_is_served(url)
 
 
 def test_a_tls_handshake_on_the_plain_port_is_refused_at_once_and_the_server_keeps_serving(image, run_container):

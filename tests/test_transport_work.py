@@ -15,10 +15,10 @@ from contextlib import contextmanager
 
 import pytest
 from support import free_port
-from waitress import wasyncore
 
 from service.app import create_app
 from service.config import Settings
+from service.event_loop import EventLoop
 from service.transport import HardenedChannel, Transport
 
 CLIENT = r"""
@@ -64,15 +64,14 @@ def load(port: int, connections: int, requests: int) -> None:
 
 @pytest.fixture
 def counted(monkeypatch):
-    """Counts turns of the event loop (wasyncore.poll and poll2) and sends on client connections."""
+    """Counts turns of the event loop and sends on client connections."""
     counts = {"turns": 0, "sends": 0}
-    for name in ("poll", "poll2"):
-        original = getattr(wasyncore, name)
+    turn = EventLoop.turn
 
-        def counting(*args, _original=original, **kwargs):
-            counts["turns"] += 1
-            return _original(*args, **kwargs)
-        monkeypatch.setattr(wasyncore, name, counting)
+    def counting(self, *args, **kwargs):
+        counts["turns"] += 1
+        return turn(self, *args, **kwargs)
+    monkeypatch.setattr(EventLoop, "turn", counting)
     send = HardenedChannel.send
 
     def counting_send(self, *args, **kwargs):
