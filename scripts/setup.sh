@@ -1,7 +1,8 @@
 # Sourced by test.sh and bench.sh (or run alone): make this machine ready, then export DOCKER and PY.
 #  - a Docker engine: use the one that answers; else, as root on Debian/Ubuntu, install docker.io and
 #    start dockerd (the machines this project is built on start with none);
-#  - a Docker client that can use BuildKit (a client without the buildx plugin cannot);
+#  - a Docker client that builds with BuildKit: one with the buildx plugin (installing docker-cli and
+#    docker-buildx where the release ships them apart, as Debian 13 does), or a 20.10 client (built in);
 #  - debootstrap and wrk where apt can install them (local bases, load tests);
 #  - .venv with the project and its test tools.
 set -euo pipefail
@@ -12,24 +13,54 @@ die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 
 can_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
 
+apt_updated=""
+apt_update_once() {
+  [ -n "$apt_updated" ] && return 0
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  apt_updated=yes
+}
+
 apt_install() {
   local missing=()
   for package in "$@"; do dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package"); done
   [ ${#missing[@]} -eq 0 ] && return 0
   say "apt-get install ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  apt_update_once
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-choose_client() {
-  if [ -n "${DOCKER:-}" ]; then return; fi
-  # Docker's own client needs the buildx plugin for BuildKit; Debian's docker.io client has it built in.
-  if command -v docker >/dev/null && docker buildx version >/dev/null 2>&1; then DOCKER=docker
-  elif [ -x /usr/bin/docker ]; then DOCKER=/usr/bin/docker
-  else DOCKER=docker; fi
+# Install those of the packages that this release has (Debian 13 ships docker-cli and docker-buildx apart from
+# docker.io; Debian 12 has neither, its docker.io holds the client).
+apt_install_available() {
+  local available=()
+  apt_update_once
+  for package in "$@"; do apt-cache show "$package" >/dev/null 2>&1 && available+=("$package"); done
+  [ ${#available[@]} -eq 0 ] || apt_install "${available[@]}"
 }
 
-engine_answers() { $DOCKER version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+# Building needs BuildKit. A client since 23.0 has it only through the buildx plugin (without it, `docker build`
+# stops: "BuildKit is enabled but the buildx component is missing or broken"); a 20.10 client has it built in.
+client_version() { $1 version --format '{{.Client.Version}}' 2>/dev/null || true; }
+has_buildx() { $1 buildx version >/dev/null 2>&1; }
+has_builtin_buildkit() { case "$(client_version "$1")" in 19.*|20.*) return 0 ;; *) return 1 ;; esac; }
+
+docker_clients() {  # every docker on PATH, then Debian's, each once
+  { type -ap docker; echo /usr/bin/docker; } | while read -r path; do
+    [ -x "$path" ] && readlink -f "$path"
+  done | awk '!seen[$0]++'
+}
+
+choose_client() {  # DOCKER: as the caller set it, else the first client that builds with BuildKit, else empty
+  if [ -n "${DOCKER_CHOSEN_BY_CALLER:-}" ]; then return; fi
+  local client
+  DOCKER=""
+  for client in $(docker_clients); do has_buildx "$client" && { DOCKER=$client; return; }; done
+  for client in $(docker_clients); do has_builtin_buildkit "$client" && { DOCKER=$client; return; }; done
+}
+
+any_client() { docker_clients | head -n 1; }
+
+engine_answers() { local client=${DOCKER:-$(any_client)}; [ -n "$client" ] && $client version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
 start_engine() {
   local log="${TMPDIR:-/tmp}/hello-api-dockerd.log"
@@ -40,20 +71,42 @@ start_engine() {
   die "dockerd did not answer within 60 s; its log is above ($log)"
 }
 
+builder_in_use() {
+  if has_buildx "$DOCKER"; then echo "buildx $($DOCKER buildx version | awk '{print $2}')"
+  elif has_builtin_buildkit "$DOCKER"; then echo "the client's built-in BuildKit"
+  else return 1; fi
+}
+
+image_store() {  # what `docker image inspect` sizes mean depends on it
+  local driver
+  driver=$($DOCKER info --format '{{.Driver}}' 2>/dev/null || true)
+  case "$driver" in
+    overlayfs|stargz|native|zfs|btrfs) echo "containerd ($driver snapshotter)" ;;
+    *) echo "${driver:-unknown}" ;;
+  esac
+}
+
+[ -n "${DOCKER:-}" ] && DOCKER_CHOSEN_BY_CALLER=yes
 if can_apt; then
   # local bases; the load generator; the README's examples; the venv (Debian ships venv apart from python3)
   apt_install debootstrap wrk curl ca-certificates python3 python3-venv
 fi
 choose_client
 if ! engine_answers; then
-  can_apt || die "no Docker engine answers to '$DOCKER version': start Docker (Desktop or dockerd), or set DOCKER"
+  can_apt || die "no Docker engine answers to '${DOCKER:-docker} version': start Docker (Desktop or dockerd), or set DOCKER"
   apt_install docker.io
-  unset DOCKER
+  apt_install_available docker-cli docker-buildx
   choose_client
   start_engine
 fi
+if [ -z "$DOCKER" ] && can_apt; then
+  apt_install_available docker-buildx  # an engine answers, but no client here has BuildKit
+  choose_client
+fi
+[ -n "$DOCKER" ] || die "no Docker client here builds with BuildKit ($(docker_clients | tr '\n' ' ')): install the buildx plugin (Debian 13: apt-get install docker-buildx; elsewhere Docker's docker-buildx-plugin), or set DOCKER to a client that has it"
+builder=$(builder_in_use) || die "DOCKER=$DOCKER (client $(client_version "$DOCKER")) cannot build with BuildKit: it needs the buildx plugin (Debian 13: apt-get install docker-buildx), or leave DOCKER unset"
 export DOCKER DOCKER_BUILDKIT=1
-say "Docker engine $($DOCKER version --format '{{.Server.Version}}') via $DOCKER"
+say "Docker engine $($DOCKER version --format '{{.Server.Version}}'), image store $(image_store); client $($DOCKER version --format '{{.Client.Version}}') ($DOCKER), builder: $builder"
 
 # Behind a TLS-intercepting proxy the system bundle holds its CA; builds hand it to pip as a secret.
 if [ -z "${PIP_CA_BUNDLE:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then

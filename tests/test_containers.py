@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import IMAGES, ROOT, SHELL_LESS, inspect, require_image
+from conftest import IMAGES, ROOT, SHELL_LESS, inspect, require_image, wait_until
 from raw_http import connect, read_until_closed, request
 from support import build, docker, image_tag
 
@@ -95,8 +95,10 @@ def test_the_images_own_healthcheck_stays_out_of_the_access_log_but_requests_fro
     name, url = run_container(image)
     wait_until_healthy(name)
     requests.get(f"{url}/health?from=outside", headers={"User-Agent": "hello-api-healthcheck"}, timeout=5)
+    # The line is written after the answer is sent, and reaches `docker logs` later still: wait for it.
+    wait_until(lambda: " /health?from=outside 200 " in docker("logs", name, quiet=True).stdout,
+               "the outside request's access line")
     logged = docker("logs", name).stdout.splitlines()
-    assert [line for line in logged if " /health?from=outside 200 " in line]
     assert not [line for line in logged if " /health 200 " in line and "outside" not in line
                 and line.split()[1] in ("127.0.0.1", "::1")]
 
