@@ -45,8 +45,8 @@ has_buildx() { $1 buildx version >/dev/null 2>&1; }
 has_builtin_buildkit() { case "$(client_version "$1")" in 19.*|20.*) return 0 ;; *) return 1 ;; esac; }
 
 docker_clients() {  # every docker on PATH, then Debian's, each once
-  { type -ap docker; echo /usr/bin/docker; } | while read -r path; do
-    [ -x "$path" ] && readlink -f "$path"
+  { type -ap docker || true; echo /usr/bin/docker; } | while read -r path; do
+    if [ -x "$path" ]; then readlink -f "$path"; fi
   done | awk '!seen[$0]++'
 }
 
@@ -56,6 +56,7 @@ choose_client() {  # DOCKER: as the caller set it, else the first client that bu
   DOCKER=""
   for client in $(docker_clients); do has_buildx "$client" && { DOCKER=$client; return; }; done
   for client in $(docker_clients); do has_builtin_buildkit "$client" && { DOCKER=$client; return; }; done
+  return 0  # none: the caller installs one, or says what to install
 }
 
 any_client() { docker_clients | head -n 1; }
