@@ -181,7 +181,7 @@ class EventLoop:
                     doing = "closing it (the peer hung up)"
                     dispatcher.handle_close()
             except OSError as error:
-                if error.errno not in DISCONNECTED:
+                if error.errno not in DISCONNECTED or not is_client(dispatcher):
                     self.fail(fd, dispatcher, doing, error)
                 elif self.map.get(fd) is dispatcher:
                     with self.guard(dispatcher, "closing it (the peer went away)"):

@@ -220,3 +220,22 @@ def test_a_closed_socket_left_in_the_map_is_taken_out_before_select_sees_it(monk
     loop.turn(timeout=0.01)  # select() on the closed descriptor would raise EBADF
     assert loop_map == {}
     assert written.lines and "closed socket left in the event loop's map" in written.lines[0]
+
+
+class NeverReady(wasyncore.dispatcher):
+    def readable(self) -> bool:
+        raise RuntimeError("deliberate fault in readable()")
+
+
+def test_a_listening_socket_that_faults_is_kept_and_the_fault_logged(monkeypatch):
+    loop_map: dict = {}
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        listener = NeverReady(listening, map=loop_map)
+        listener.accepting = True
+        written = Recorded()
+        monkeypatch.setattr("service.event_loop.log.error", written)
+        EventLoop(loop_map, use_poll=False, faults=FaultLog()).turn(timeout=0.01)
+        assert loop_map == {listening.fileno(): listener} and listener.socket is listening  # closing it would
+        assert "RuntimeError while asking whether it is ready" in written.lines[0]  # stop the service
