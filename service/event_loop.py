@@ -166,28 +166,40 @@ class EventLoop:
                 self.fail(fd, dispatcher, "waiting for it (the descriptor cannot be watched)", error)
 
     def dispatch(self, ready: list[tuple[int, int]]) -> None:
+        """Connections first, then the listening sockets: what connected clients sent is read before new
+        clients are admitted, so a client accepted last turn has its request read before an arrival over the
+        connection limit could close it as one still waiting for a request."""
+        admitting = []
         for fd, events in ready:
             dispatcher = self.map.get(fd)
-            if dispatcher is None:
-                continue
-            doing = "reading"
-            try:
-                if events & READ:
-                    dispatcher.handle_read_event()
-                if events & WRITE and self.map.get(fd) is dispatcher:
-                    doing = "writing"
-                    dispatcher.handle_write_event()
-                if events & HANGUP and self.map.get(fd) is dispatcher:
-                    doing = "closing it (the peer hung up)"
-                    dispatcher.handle_close()
-            except OSError as error:
-                if error.errno not in DISCONNECTED or not is_client(dispatcher):
-                    self.fail(fd, dispatcher, doing, error)
-                elif self.map.get(fd) is dispatcher:
-                    with self.guard(dispatcher, "closing it (the peer went away)"):
-                        dispatcher.handle_close()
-            except Exception as error:
+            if dispatcher is not None and dispatcher.accepting:
+                admitting.append((fd, events))
+            elif dispatcher is not None:
+                self.handle(fd, dispatcher, events)
+        for fd, events in admitting:
+            dispatcher = self.map.get(fd)
+            if dispatcher is not None:
+                self.handle(fd, dispatcher, events)
+
+    def handle(self, fd: int, dispatcher: wasyncore.dispatcher, events: int) -> None:
+        doing = "reading"
+        try:
+            if events & READ:
+                dispatcher.handle_read_event()
+            if events & WRITE and self.map.get(fd) is dispatcher:
+                doing = "writing"
+                dispatcher.handle_write_event()
+            if events & HANGUP and self.map.get(fd) is dispatcher:
+                doing = "closing it (the peer hung up)"
+                dispatcher.handle_close()
+        except OSError as error:
+            if error.errno not in DISCONNECTED or not is_client(dispatcher):
                 self.fail(fd, dispatcher, doing, error)
+            elif self.map.get(fd) is dispatcher:
+                with self.guard(dispatcher, "closing it (the peer went away)"):
+                    dispatcher.handle_close()
+        except Exception as error:
+            self.fail(fd, dispatcher, doing, error)
 
     @contextlib.contextmanager
     def guard(self, dispatcher: wasyncore.dispatcher, doing: str) -> Iterator[None]:

@@ -21,10 +21,11 @@ of them underneath. The grammar itself is service/http_parser.py (no waitress in
   connection (waitress parses everything one read holds); `100 Continue` only for a request still
   waiting for its body (waitress sends it to one that failed or has no body, then never answers it).
 - HardenedServer: a request must arrive whole within `receive_timeout`, else a 408 (waitress only times out
-  idle connections, silently, and any byte restarts that clock); at the connection limit the connection waiting longest
-  for a request is closed to admit a new one (waitress stops accepting: a few hundred silent sockets lock
-  every client out); up to ACCEPT_BATCH connections are accepted per turn of the event loop (waitress
-  takes one); failures of accept() are summarised, not logged with a traceback each.
+  idle connections, silently, and any byte restarts that clock); at the connection limit a connection
+  lingering after its error answer, or else the one waiting longest for a request, is closed to admit a new
+  one (waitress stops accepting: a few hundred silent sockets lock every client out); up to ACCEPT_BATCH
+  connections are accepted per turn of the event loop (waitress takes one); failures of accept() are
+  summarised, not logged with a traceback each.
 - Transport: runs the event loop itself (service/event_loop.py: a fault while handling one connection closes
   that connection only; waitress's loop lets it end the process) and sweeps receive timeouts and lingering
   closes between its turns; drains it on a stop signal (waitress's `run()` cancels queued requests when it
@@ -381,9 +382,22 @@ class HardenedChannel(HTTPChannel):
         return self.waiting_since if self.receiving_since is None else self.receiving_since
 
     def waits_for_a_request(self) -> bool:
-        """Nothing of this connection's is being answered: it may be closed to admit another."""
+        """Nothing of this connection's is being answered, and it is not closing."""
         return not (self.requests or self.total_outbufs_len or self.will_close or self.close_when_flushed
                     or self.lingering_until is not None or self.unparsed)
+
+    def may_be_evicted(self) -> bool:
+        """At the connection limit it may be closed to admit another: it lingers after its error answer (which it
+        has been sent), or it waits for a request. One with a request being answered never is."""
+        return self.lingering_until is not None or self.waits_for_a_request()
+
+    def eviction_order(self) -> tuple[bool, float]:
+        """Lowest first: lingering connections, soonest done first; then the one waiting longest for a request.
+        Refused clients that stay connected linger for LINGER_SECONDS each: a crowd of them would otherwise
+        leave a fresh client, accepted and not yet read, the only connection that may be closed."""
+        if self.lingering_until is not None:
+            return (False, self.lingering_until)
+        return (True, self.waiting_start())
 
     # Receiving: at most PIPELINE_DEPTH requests parsed ahead; the rest waits in `unparsed`.
     def received(self, data: bytes) -> bool:
@@ -557,15 +571,15 @@ class HardenedServer(TcpWSGIServer):
         """Open client connections (waitress counts len(map) against the limit: 2 or 4 too many)."""
         return len(self._map) - self.not_clients
 
-    def waiting_channels(self) -> list[HardenedChannel]:
-        return [c for c in self.active_channels.values() if c.waits_for_a_request()]
+    def evictable_channels(self) -> list[HardenedChannel]:
+        return [c for c in self.active_channels.values() if c.may_be_evicted()]
 
     def readable(self) -> bool:
         """Only whether to accept: asked while the event loop lists what to watch, so it closes nothing (a
         connection closed then left its descriptor in select()'s list: EBADF, and the process exited)."""
         if not self.accepting or time.monotonic() < self.accept_paused_until:
             return False
-        return self.client_connections() < self.adj.connection_limit or bool(self.waiting_channels())
+        return self.client_connections() < self.adj.connection_limit or bool(self.evictable_channels())
 
     def maintenance(self, now: float) -> None:
         """Disabled: `sweep` runs waitress's idle timeout itself, between turns of the event loop."""
@@ -590,8 +604,9 @@ class HardenedServer(TcpWSGIServer):
     def handle_accept(self) -> None:
         """Accept what is waiting, up to ACCEPT_BATCH (waitress takes one per turn of the event loop, and
         each turn polls every connection: a backlog of a thousand took most of a second). Over the
-        connection limit, each new connection closes the one that has waited longest for a request."""
-        evictable: list[HardenedChannel] | None = None  # oldest last; listed once per batch
+        connection limit, each new connection closes one that lingers after its error answer, or else the one
+        that has waited longest for a request (HardenedChannel.eviction_order)."""
+        evictable: list[HardenedChannel] | None = None  # the first to close last; listed once per batch
         for _ in range(ACCEPT_BATCH):
             try:
                 accepted = self.accept()
@@ -610,16 +625,16 @@ class HardenedServer(TcpWSGIServer):
             if self.client_connections() <= self.adj.connection_limit:
                 continue
             if evictable is None:
-                evictable = sorted(self.waiting_channels(), key=HardenedChannel.waiting_start, reverse=True)
+                evictable = sorted(self.evictable_channels(), key=HardenedChannel.eviction_order, reverse=True)
             if not self.evict_one(evictable, spare=channel):
                 return  # every other connection is being answered: accept no more until one closes
 
     def evict_one(self, evictable: list[HardenedChannel], spare: HardenedChannel) -> bool:
         while evictable:
-            oldest = evictable.pop()
-            if oldest is not spare and oldest.socket is not None and oldest.waits_for_a_request():
-                with self.loop.guard(oldest, "closing it to admit another (APP_CONNECTION_LIMIT)"):
-                    oldest.close_now()
+            first = evictable.pop()
+            if first is not spare and first.socket is not None and first.may_be_evicted():
+                with self.loop.guard(first, "closing it to admit another (APP_CONNECTION_LIMIT)"):
+                    first.close_now()
                 return True
         return False
 

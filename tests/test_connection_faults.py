@@ -29,7 +29,7 @@ from raw_http import (
 from support import allow_open_files
 from waitress import wasyncore
 
-from service.event_loop import EventLoop, FaultLog
+from service.event_loop import READ, EventLoop, FaultLog
 from service.transport import LINGER_SECONDS
 
 FRESH_CLIENT_SECONDS = 1.0
@@ -239,3 +239,28 @@ def test_a_listening_socket_that_faults_is_kept_and_the_fault_logged(monkeypatch
         EventLoop(loop_map, use_poll=False, faults=FaultLog()).turn(timeout=0.01)
         assert loop_map == {listening.fileno(): listener} and listener.socket is listening  # closing it would
         assert "RuntimeError while asking whether it is ready" in written.lines[0]  # stop the service
+
+
+class Recording(wasyncore.dispatcher):
+    def __init__(self, sock: socket.socket, loop_map: dict, handled: list, accepting: bool) -> None:
+        super().__init__(sock, map=loop_map)
+        self.accepting, self.handled = accepting, handled
+
+    def handle_read_event(self) -> None:
+        self.handled.append("listening socket" if self.accepting else "connection")
+
+
+def test_a_turn_reads_connections_before_it_admits_new_ones():
+    """So a client accepted in the last turn has its request read before an arrival over the connection limit
+    could close it as one still waiting for its request."""
+    loop_map: dict = {}
+    handled: list[str] = []
+    ours, theirs = socket.socketpair()
+    with socket.socket() as listening, ours, theirs:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        Recording(listening, loop_map, handled, accepting=True)  # first in the map, as in the service
+        Recording(ours, loop_map, handled, accepting=False)
+        EventLoop(loop_map, use_poll=False, faults=FaultLog()).dispatch(
+            [(listening.fileno(), READ), (ours.fileno(), READ)])
+    assert handled == ["connection", "listening socket"]

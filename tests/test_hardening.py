@@ -13,8 +13,11 @@ from raw_http import (
     access_lines,
     address,
     assert_json_error,
+    closed_by,
     connect,
     exchange,
+    held_by,
+    read_answer,
     read_until_closed,
     request,
     server_side_connections,
@@ -281,6 +284,49 @@ def test_at_the_connection_limit_the_longest_waiting_connection_is_closed_first(
         assert fresh.only.status == 200
     finally:
         for connection in [oldest, *others]:
+            connection.close()
+
+
+def refused_and_staying(running, count: int) -> list[socket.socket]:
+    """`count` clients refused with a 400 that stay connected, silent: each lingers for LINGER_SECONDS."""
+    refused = []
+    for _ in range(count):
+        refused.append(connect(address(running)))
+        refused[-1].sendall(b"BAD\r\n\r\n")
+        assert read_answer(refused[-1]).startswith(b"HTTP/1.1 400 ")
+    return refused
+
+
+def test_at_the_connection_limit_a_connection_lingering_after_its_answer_is_closed_before_a_waiting_one(
+        start_service):
+    running = start_service({"APP_CONNECTION_LIMIT": "10", "APP_RECEIVE_TIMEOUT": "60"})
+    pid = running.process.pid
+    waiting = connect(address(running))
+    wait_until(lambda: held_by(pid, waiting), "the waiting connection accepted")
+    lingering = refused_and_staying(running, 9)  # the limit is reached
+    arriving = connect(address(running))
+    try:
+        wait_until(lambda: held_by(pid, arriving), "the eleventh connection accepted")
+        wait_until(lambda: closed_by(pid, lingering[0]), "a lingering connection closed")
+        assert held_by(pid, waiting)
+    finally:
+        for connection in [waiting, *lingering, arriving]:
+            connection.close()
+
+
+def test_a_fresh_client_is_answered_while_every_other_connection_at_the_limit_still_lingers(start_service):
+    """Lingering connections could not be closed to admit another: at a small limit a crowd of refused clients
+    that stay connected kept fresh clients out (not even accepted) until their lingering closes ended, and left
+    a fresh client accepted but not yet read the only connection that could be closed for the next arrival."""
+    running = start_service({"APP_CONNECTION_LIMIT": "10"})
+    pid = running.process.pid
+    lingering = refused_and_staying(running, 10)
+    try:
+        fresh = exchange(address(running), request("/health", "GET", CLOSE), seconds=5)
+        assert fresh.only.status == 200
+        assert not all(closed_by(pid, connection) for connection in lingering), "it waited for the lingering closes"
+    finally:
+        for connection in lingering:
             connection.close()
 
 
