@@ -7,22 +7,31 @@
 - lockout: 1,000 silent and 50 dripping sockets held open; how long fresh clients wait for /health.
 - pipelining: 50 connections each pipelining 431 requests in one write; how long fresh clients wait.
 - select() against poll(): the same image and load, each event loop in alternating runs.
+- a hostile crowd (bench/crowd.py): thousands of seeded, randomised connections (silent, dripping heads and
+  bodies, unfinished chunked bodies, pipelined bursts, half closes, resets, refused requests, well-formed ones),
+  past APP_CONNECTION_LIMIT, while a probe times a fresh client every 0.5 s; against the default settings and
+  APP_CONNECTION_LIMIT=50, with APP_WORKERS=1 and 2, as `python -m service` on loopback and in the distroless
+  image straight at its address. Full: 8 runs of 30 s; quick: 4 runs of 8 s, each setting and worker count
+  once, two local, two in the image. A run the server did not hold is a broken guarantee; each is printed
+  with its seed and the command that replays it (`--crowd-seed` replays one seed in every run).
 Loopback and the project's own containers only; every run is bounded in count and time.
 """
 
 import argparse
 import contextlib
-import resource
 import socket
 import statistics
 import threading
 import time
 
+from .. import crowd
 from .. import results as run_results
 from ..containers import CONTAINER_PORT, container_ip, get_status, rss_kib, running, stop
 from ..docker import docker, progress
 from ..load import summary, wrk
 from ..noise import Quietness, describe
+from ..processes import allow_open_files
+from ..render import ms, table
 from ..variants import PROJECT_IMAGES, VARIANTS
 from .image_study import Target, load_study
 
@@ -103,14 +112,7 @@ def slowloris_before_after(tag: str, connections: int = 300) -> dict:
 
 def fresh_client_seconds(port: int) -> float | None:
     """Seconds for a new connection's GET /health to be answered 200, or None (not within 5 s)."""
-    started = time.perf_counter()
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=FRESH_CLIENT_TIMEOUT) as connection:
-            connection.sendall(b"GET /health HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-            answer = connection.recv(64)
-    except OSError:
-        return None
-    return time.perf_counter() - started if answer.startswith(b"HTTP/1.1 200") else None
+    return crowd.health_seconds("127.0.0.1", port, timeout=FRESH_CLIENT_TIMEOUT)
 
 
 def sample_fresh_clients(port: int, samples: int, interval: float, between=None) -> dict:
@@ -123,12 +125,6 @@ def sample_fresh_clients(port: int, samples: int, interval: float, between=None)
     served = [s for s in latencies if s is not None]
     return {"fresh_clients": samples, "fresh_clients_served": len(served),
             "fresh_client_seconds": summary(served) if served else None}
-
-
-def allow_open_files(wanted: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
 
 
 def lockout(tag: str, silent: int = 1000, dripping: int = 50, samples: int = 10) -> dict:
@@ -185,12 +181,48 @@ def select_against_poll(tag: str, seconds: int, rounds: int) -> dict:
             for loop, results in runs.items()}
 
 
-PLANS = {"quick": {"soak_seconds": 20, "threads_seconds": 5, "loop_seconds": 3, "loop_rounds": 2},
-         "full": {"soak_seconds": 60, "threads_seconds": 10, "loop_seconds": 10, "loop_rounds": 5}}
+CROWD_IMAGE = "distroless"
+CROWD_LIMIT = 50  # the other setting the crowd stands against, beside the default (1000)
+
+
+def crowd_settings(workers: int, connection_limit: int | None) -> dict[str, str]:
+    return {"APP_WORKERS": str(workers),
+            **({"APP_CONNECTION_LIMIT": str(connection_limit)} if connection_limit is not None else {})}
+
+
+def crowd_runs(plan: dict, seed: int | None) -> list[dict]:
+    """The hostile crowd (bench/crowd.py) against each server and setting of the plan, a probe beside it."""
+    runs = []
+    for where, workers, limit in plan["crowd_runs"]:
+        settings = crowd_settings(workers, limit)
+        image = VARIANTS[where].tag if where != "local" else None
+        run_seed = crowd.new_seed() if seed is None else seed
+        command = crowd.replay_command(run_seed, plan["crowd_connections"], plan["crowd_seconds"], settings, image)
+        progress(f"crowd: {image or 'python -m service on loopback'}, {settings}, seed {run_seed}: $ {command}")
+        server = crowd.container_service(image, settings) if image else crowd.local_service(settings)
+        with server as served:
+            outcome = crowd.stand(served, run_seed, plan["crowd_connections"], plan["crowd_seconds"])
+        progress(f"crowd, seed {run_seed}: " + ("held" if outcome["held"] else "did not hold: "
+                                                 + "; ".join(outcome["reasons"])))
+        runs.append({"server": where, "settings": settings, "command": command, **outcome})
+    return runs
+
+
+PLANS = {"quick": {"soak_seconds": 20, "threads_seconds": 5, "loop_seconds": 3, "loop_rounds": 2,
+                   "crowd_seconds": 8, "crowd_connections": 2500,  # each setting and worker count once
+                   "crowd_runs": [("local", 1, None), ("local", 2, CROWD_LIMIT), (CROWD_IMAGE, 1, CROWD_LIMIT),
+                                  (CROWD_IMAGE, 2, None)]},
+         "full": {"soak_seconds": 60, "threads_seconds": 10, "loop_seconds": 10, "loop_rounds": 5,
+                  "crowd_seconds": 30, "crowd_connections": 4000,
+                  "crowd_runs": [(where, workers, limit) for where in ("local", CROWD_IMAGE) for workers in (1, 2)
+                                 for limit in (None, CROWD_LIMIT)]}}
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="a 20 s soak instead of 60 s")
+    parser.add_argument("--quick", action="store_true", help="a 20 s soak instead of 60 s, 4 crowds of 8 s "
+                                                             "instead of 8 of 30 s")
+    parser.add_argument("--crowd-seed", type=int, help="every crowd plays this seed (default: a new one each, "
+                                                       "printed with the command that replays it)")
 
 
 def run(options: argparse.Namespace) -> dict:
@@ -220,6 +252,9 @@ def run(options: argparse.Namespace) -> dict:
     progress(f"tuning record: select() against poll() on {slim}")
     with quietness.around("select and poll"):
         results["tuning"]["event_loop"] = select_against_poll(slim, plan["loop_seconds"], plan["loop_rounds"])
+    progress(f"crowd: {len(plan['crowd_runs'])} runs of {plan['crowd_connections']} hostile connections for "
+             f"{plan['crowd_seconds']} s each")
+    results["crowd"] = crowd_runs(plan, options.crowd_seed)
     results["noise"] = quietness.summary()
     return evaluate(run_results.finish(results))
 
@@ -248,7 +283,69 @@ def failures(results: dict) -> list[str]:
             problems.append(f"{name}: with {lockout['silent']} silent and {lockout['dripping']} dripping sockets "
                             f"open, {lockout['fresh_clients'] - lockout['fresh_clients_served']} of "
                             f"{lockout['fresh_clients']} fresh clients were not served")
+    for run in results.get("crowd", []):
+        if not run["held"]:
+            problems.append(f"the crowd against {crowd_label(run)} (seed {run['seed']}) broke it: "
+                            + "; ".join(run["reasons"]) + f" (replay: {run['command']})")
     return problems
+
+
+def crowd_label(run: dict) -> str:
+    where = "python -m service" if run["server"] == "local" else f"`{run['server']}`"
+    return f"{where}, " + " ".join(f"{key}={value}" for key, value in run["settings"].items())
+
+
+def milliseconds(seconds: float | None) -> str:
+    return "–" if seconds is None else ms(seconds)
+
+
+def crowd_section(runs: list[dict]) -> str:
+    if not runs:
+        return ""
+    first = runs[0]
+    behaviours = list(first["crowd"]["by_behaviour"])
+    rows, commands = [], []
+    for run in runs:
+        probe, fds, opened = run["probe"], run["descriptors"], run["crowd"]["by_behaviour"]
+        rows.append([crowd_label(run), run["seed"], *(f"{opened[b]['opened']:,}" for b in behaviours),
+                     f"{run['crowd']['peak_open']:,}",
+                     " / ".join(milliseconds(probe[k]) for k in ("p50_seconds", "p99_seconds", "max_seconds")),
+                     f"{probe['failures']} of {probe['probes']}" + (f" ({unanswered} unanswered)" if (
+                         unanswered := probe["probes"] - probe["answered"]) else ""),
+                     "alive" if run["alive"] else f"**exited {run['exit_code']}**",
+                     f"{fds['idle']} → {fds['peak']:,} → {fds['after']}", "yes" if run["held"] else "**no**"])
+        commands.append(f"- seed {run['seed']}: `{run['command']}`"
+                        + ("" if run["held"] else f": **{'; '.join(run['reasons'])}**"))
+    crowd_table = table(["server, settings", "seed", *behaviours, "held open at once", "probe p50 / p99 / max",
+                         "probes failed", "server", "descriptors idle → peak → after", "held"], rows)
+    made = first["design"]
+    shares = ", ".join(f"{name} {share:.0%}" for name, share in made["behaviours"].items())
+    return f"""## A hostile crowd
+
+[bench/crowd.py](../../crowd.py): {first['connections']:,} connections in {first['seconds']:g} s, planned by one
+seeded `random.Random`: {made['surge_share']:.0%} of them arrive in the first second, the rest over the first
+{made['arrival_share']:.0%} of the run, each behaving as drawn ({shares}): silent; a request head dripped a byte
+at a time; a body dripped after its Content-Length head; a chunked body left unfinished; a pipelined burst (half
+never read); a half close (`shutdown(SHUT_WR)` after part or all of a request); a reset (`SO_LINGER` 0, then
+close); a refused request (not HTTP, or no Host), then silence; a well-formed request. Drips wait
+{made['drip_seconds'][0]:g}–{made['drip_seconds'][1]:g} s between bytes. All but the well-formed stay connected
+when the server closes, until their own time ({made['staying_share']:.0%} stay to the end); what is still open
+when the time is up is closed. One thread, non-blocking sockets. Beside it a probe opens a fresh connection
+every {made['probe_interval_seconds']:g} s, sends `GET /health` and times the answer
+({made['probe_timeout_seconds']:g} s timeout). The local server is `python -m service` on loopback; the image is
+reached straight at the container's address. *Held*: the server never exited, no "Traceback" or "CRITICAL" in
+its log, no process replaced, every probe answered 200 within {made['probe_bound_seconds']:g} s (*unanswered*:
+no 200 within the timeout, or the connection closed or reset), and within {made['settle_seconds']:g} s of the
+crowd leaving, its open descriptors (all its processes', from `/proc/PID/fd`) were back at their idle count.
+Opened by behaviour, then the most the crowd held open at once:
+
+{crowd_table}
+
+Each run again, the same crowd against the same server (the seed plans every connection; timing still varies):
+
+{chr(10).join(commands)}
+
+"""
 
 
 def markdown(results: dict) -> str:
@@ -336,7 +433,7 @@ connections refused or closed after the server stopped listening, counted, not h
 |---|---|---|---|---|---|---|---|
 {chr(10).join(stop_rows)}
 
-{hostile_section}## Tuning record (slim image)
+{hostile_section}{crowd_section(results.get("crowd", []))}## Tuning record (slim image)
 
 Worker threads, before (waitress's default) and after (this project's default), `wrk -c{CONNECTIONS}`,
 median of 2 runs of {next(iter(threads.values()))['seconds']} s each:

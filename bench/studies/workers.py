@@ -17,7 +17,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from ..containers import CONTAINER_PORT, answers_while, container_ip, free_port,
 from ..docker import ROOT, docker, progress
 from ..load import condense, require_wrk, summary, wrk
 from ..noise import Quietness, describe
+from ..processes import child_pids, start_service, stop_process
 from ..render import mib, table, targets_table
 from ..variants import BENCH, IMAGE, VARIANTS, Variant
 from . import reliability
@@ -69,39 +69,12 @@ def cpu_facts(tag: str) -> dict:
 # ---- shared socket against SO_REUSEPORT, as host processes ---------------------------------------------
 
 def start_host_service(mode: str, port: int, log: Path) -> subprocess.Popen:
-    environ = {**{k: v for k, v in os.environ.items() if not k.startswith("APP_")},
-               "APP_WORKERS": "2", "APP_HOST": "127.0.0.1", "APP_PORT": str(port), "PYTHONPATH": str(ROOT),
-               "APP_REUSE_PORT": "true" if mode == "reuseport" else "false"}
-    with log.open("w") as stderr:
-        return subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=environ,
-                                stdout=subprocess.DEVNULL, stderr=stderr)
-
-
-def worker_pids(parent: int) -> list[int]:
-    """Live child processes of `parent`, from /proc (no psutil)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == parent and fields[0] != "Z":
-                found.append(int(entry.name))
-    return sorted(found)
+    return start_service(port, log, {"APP_WORKERS": "2",
+                                     "APP_REUSE_PORT": "true" if mode == "reuseport" else "false"})
 
 
 def wait_healthy(port: int, process: subprocess.Popen, seconds: float = 15) -> bool:
     return answers_while(lambda: process.poll() is None, port, seconds=seconds)
-
-
-def stop_host(process: subprocess.Popen) -> int:
-    process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return process.wait(timeout=5)
 
 
 def second_instance_starts(mode: str, port: int, log: Path) -> bool:
@@ -110,12 +83,12 @@ def second_instance_starts(mode: str, port: int, log: Path) -> bool:
     second = start_host_service(mode, port, log)
     deadline = time.monotonic() + 5
     while second.poll() is None and time.monotonic() < deadline:
-        if len(worker_pids(second.pid)) == 2:
+        if len(child_pids(second.pid)) == 2:
             time.sleep(0.5)
             break
         time.sleep(0.05)
     started = second.poll() is None
-    stop_host(second) if started else None
+    stop_process(second) if started else None
     return started
 
 
@@ -138,20 +111,20 @@ def socket_mode_study(plan: Plan) -> dict:
                     wrk(port, 1, plan.connections)  # warm-up
                     runs[mode].append(wrk(port, plan.seconds, plan.connections))
                 finally:
-                    stop_host(process)
+                    stop_process(process)
         for mode in modes:
             port = free_port()
             process = start_host_service(mode, port, Path(work) / f"{mode}.log")
             try:
                 if not wait_healthy(port, process):
                     raise RuntimeError(f"socket mode {mode}: the service never answered")
-                victim = worker_pids(process.pid)[0]
+                victim = child_pids(process.pid)[0]
                 killed = wrk(port, max(4, plan.seconds), plan.connections,
                              during=lambda victim=victim: os.kill(victim, signal.SIGKILL))
-                restarted = len(worker_pids(process.pid)) == 2 and victim not in worker_pids(process.pid)
+                restarted = len(child_pids(process.pid)) == 2 and victim not in child_pids(process.pid)
                 hijack = second_instance_starts(mode, port, Path(work) / f"{mode}-second.log")
             finally:
-                exit_code = stop_host(process)
+                exit_code = stop_process(process)
             rps = [r["requests_per_second"] for r in runs[mode]]
             outcome[mode] = {"requests_per_second": summary(rps),
                              "p99_seconds": statistics.median(r["p99_seconds"] for r in runs[mode]),
