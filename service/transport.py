@@ -622,6 +622,10 @@ class HardenedServer(TcpWSGIServer):
                 connection.close()
                 continue
             channel = self.channel_class(self, connection, self.fix_addr(address), self.adj, map=self._map)
+            # A client sends its request right behind the handshake: read it now, so that a request that came
+            # whole is being answered, not a connection the next arrival over the limit may close.
+            with self.loop.guard(channel, "reading"):
+                channel.handle_read()
             if self.client_connections() <= self.adj.connection_limit:
                 continue
             if evictable is None:
