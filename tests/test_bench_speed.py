@@ -27,6 +27,7 @@ class QuietHandler(WSGIRequestHandler):
 
 class ThreadingWSGIServer(WSGIServer):
     daemon_threads = True
+    request_queue_size = 1024  # socketserver's backlog of 5 overflowed under load: connections refused late
 
     def process_request(self, request, client_address):
         threading.Thread(target=self.process_request_thread, args=(request, client_address), daemon=True).start()
