@@ -312,7 +312,18 @@ class LoggedTask:
                    logged_field(target, MAX_LOGGED_TARGET), self.status[:3], seconds)
 
     def method_and_target(self) -> tuple[str, str]:
-        return self.request.command, self.request.request_uri
+        return sent_method_and_target(self.request)
+
+
+def sent_method_and_target(request: HardenedParser) -> tuple[str, str]:
+    """What the client sent, as far as it went. waitress sets `command` and `request_uri` only for a request
+    line it parsed (and fakes `GET /` for a 431): a refused request is read from the line as it arrived."""
+    if request.error is None:
+        return request.command, request.request_uri
+    parts = request.sent_line.split(b" ")
+    method = parts[0].decode("latin-1") if parts else ""
+    target = parts[1].decode("latin-1") if len(parts) > 1 else ""
+    return method, target
 
 
 class OneSendHeader:
@@ -350,13 +361,6 @@ class JSONErrorTask(LoggedTask, OneSendHeader, ErrorTask):
         self.channel.linger_before_close = True
         self.content_length = len(body)
         self.write(body)
-
-    def method_and_target(self) -> tuple[str, str]:
-        """What the client sent, as far as it went: waitress fakes `GET /` for a 431."""
-        parts = self.request.sent_line.split(b" ")
-        method = parts[0].decode("latin-1") if parts else ""
-        target = parts[1].decode("latin-1") if len(parts) > 1 else ""
-        return method, target
 
 
 # ---- connections -------------------------------------------------------------------------------------
@@ -411,6 +415,9 @@ class HardenedChannel(HTTPChannel):
             while data and len(self.requests) < PIPELINE_DEPTH:
                 data = self.parse_one(data)
             self.unparsed = data
+            if self.receiving_since is None and self.request is not None and self.request.begun():
+                # begun in the same read that completed the one before (which stopped the clock): from now on
+                self.receiving_since = time.monotonic()
         return True
 
     def send_continue(self) -> None:
@@ -622,16 +629,19 @@ class HardenedServer(TcpWSGIServer):
                 connection.close()
                 continue
             channel = self.channel_class(self, connection, self.fix_addr(address), self.adj, map=self._map)
+            if self.client_connections() > self.adj.connection_limit:
+                if evictable is None:
+                    evictable = sorted(self.evictable_channels(), key=HardenedChannel.eviction_order, reverse=True)
+                if not self.evict_one(evictable, spare=channel):
+                    # Every other connection is being answered: this one is closed (it sent nothing yet that
+                    # was read), and no more are accepted until one closes.
+                    with self.loop.guard(channel, "closing it (the connection limit, nothing to close instead)"):
+                        channel.close_now()
+                    return
             # A client sends its request right behind the handshake: read it now, so that a request that came
             # whole is being answered, not a connection the next arrival over the limit may close.
             with self.loop.guard(channel, "reading"):
                 channel.handle_read()
-            if self.client_connections() <= self.adj.connection_limit:
-                continue
-            if evictable is None:
-                evictable = sorted(self.evictable_channels(), key=HardenedChannel.eviction_order, reverse=True)
-            if not self.evict_one(evictable, spare=channel):
-                return  # every other connection is being answered: accept no more until one closes
 
     def evict_one(self, evictable: list[HardenedChannel], spare: HardenedChannel) -> bool:
         while evictable:
@@ -877,9 +887,9 @@ class Transport:
         for channel in self.channels():
             for request in list(channel.requests):
                 cut += 1
-                fields = {"client": logged_field(str(channel.addr[0]), 64),
-                          "method": logged_field(request.command, 32),
-                          "target": logged_field(request.request_uri, MAX_LOGGED_TARGET)}
+                method, target = sent_method_and_target(request)  # a queued 400 or 408 has no parsed line
+                fields = {"client": logged_field(str(channel.addr[0]), 64), "method": logged_field(method, 32),
+                          "target": logged_field(target, MAX_LOGGED_TARGET)}
                 log.warning("request cut short by %s, unanswered: %s %s %s", why, *fields.values(),
                             extra={"fields": fields})
         return cut

@@ -29,10 +29,9 @@ short no more requests than were read whole and not answered; and no connection 
 rule injects on purpose (a socket closed behind the loop's back, which the scan must take out of the map
 before select() sees it).
 
-The machine found three failures, each pinned below by a strict xfail test and stepped around in the machine
-where it says so (remove both with the fix): a burst of arrivals at the limit overshoots it (the machine accepts
-2 connections a turn, not ACCEPT_BATCH's 64), a partial request pipelined behind a whole one never times out,
-and the drain crashes on a refusal or a 408 still queued when its grace runs out.
+The machine found three failures in the transport, each fixed and pinned below by a test of its own: a burst
+of arrivals at the limit overshot it, a partial request pipelined behind a whole one never timed out, and the
+drain crashed on a refusal or a 408 still queued when its grace ran out.
 """
 
 import errno
@@ -55,7 +54,6 @@ from service.app import create_app
 from service.config import Settings
 from service.event_loop import EventLoop, FaultLog
 from service.transport import (
-    ACCEPT_BATCH,
     LINGER_SECONDS,
     CountingDispatcher,
     HardenedChannel,
@@ -375,11 +373,8 @@ class Peer:
         start = ends[whole - 1]
         if read == start:
             return None
+        # From the read that brought its first byte (which may have ended the request before, too).
         crossing = next(i for i, (_, total) in enumerate(self.sock.read_log) if total > start)
-        if (self.sock.read_log[crossing - 1][1] if crossing else 0) < start:
-            # Its first bytes came in the same read as the end of the request before: a known gap, see
-            # test_a_partial_request_pipelined_behind_a_whole_one_is_timed_out (a known failure).
-            return None
         return self.sock.read_log[crossing][0]
 
 
@@ -392,11 +387,6 @@ def timed_out(channel: HardenedChannel) -> bool:
 
 
 class ConnectionLifecycle(RuleBasedStateMachine):
-    # Connections accepted per turn. 2, not the service's 64: enough for an evicted descriptor to be reused by the
-    # next accept in the same turn, and no more, because a batch longer than the connections it can evict
-    # overshoots the limit (test_a_burst_of_arrivals_at_the_limit_is_held_to_it, a known failure).
-    accept_batch = 2
-
     def __init__(self) -> None:
         super().__init__()
         self.patches = pytest.MonkeyPatch()
@@ -407,7 +397,6 @@ class ConnectionLifecycle(RuleBasedStateMachine):
             self.patches.setattr(module, "time", self.clock)
         self.patches.setattr("waitress.channel.time", self.clock)
         self.patches.setattr(service.event_loop, "select", self.fake_select)
-        self.patches.setattr(service.transport, "ACCEPT_BATCH", self.accept_batch)
         self.listener_socket = FakeListener(self.kernel)
         self.transport = self.build_transport()
         self.server = self.transport.listeners[0]
@@ -614,10 +603,6 @@ class ConnectionLifecycle(RuleBasedStateMachine):
         if self.stopped or now:
             return
         self.note_channels()
-        if any(request.error is not None for channel in self.clients() for request in channel.requests):
-            # A refusal or a 408 still queued when the grace runs out crashes the drain (AttributeError): a
-            # known failure, test_the_drain_cuts_short_a_queued_refusal. Here the threads answer it in time.
-            threads_work = True
         if threads_work:
             self.fake_select.on_wait = self.answer_all
         cut = self.transport.drain(grace, cut_short=lambda: False)
@@ -728,14 +713,10 @@ def machine() -> Iterator[ConnectionLifecycle]:
     lifecycle.close()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="an accept batch admits more connections than it has waiting ones to evict")
-def test_a_burst_of_arrivals_at_the_limit_is_held_to_it(machine: ConnectionLifecycle,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_burst_of_arrivals_at_the_limit_is_held_to_it(machine: ConnectionLifecycle) -> None:
     """At the limit with every connection waiting, HardenedServer.handle_accept lists the evictable connections
-    once per batch: after evicting them all it accepts one more and stops, over the limit; each further turn of a
-    burst adds one more. The machine accepts 2 a turn, which never runs out (see `accept_batch`)."""
-    monkeypatch.setattr(service.transport, "ACCEPT_BATCH", ACCEPT_BATCH)
+    once per batch: after evicting them all it accepted one more and stopped, over the limit, and each further
+    turn of a burst added one more. An arrival that finds nothing to evict is closed now."""
     machine.some_connections_open(LIMIT)
     for _ in range(LIMIT + 2):  # each of the LIMIT waiting, and the first arrival, evicted by the next
         machine.arrive()
@@ -743,12 +724,9 @@ def test_a_burst_of_arrivals_at_the_limit_is_held_to_it(machine: ConnectionLifec
     machine.client_connections_never_exceed_the_limit()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="a partial request read with the end of the one before never times out")
 def test_a_partial_request_pipelined_behind_a_whole_one_is_timed_out(machine: ConnectionLifecycle) -> None:
     """HardenedChannel.received sets receiving_since once per read, and parse_one clears it when a request
-    completes: a request begun in the same read stays without a deadline (until APP_CHANNEL_TIMEOUT, 60 s). The
-    machine's deadlines leave such a request out (see Peer.receiving_since)."""
+    completes: a request begun in the same read stayed without a deadline (until APP_CHANNEL_TIMEOUT, 60 s)."""
     machine.some_connections_open(1)
     machine.complete(0, more=0, close=False)
     machine.drip(0, count=10, close=False)  # pipelined: read with the end of the first
@@ -760,11 +738,10 @@ def test_a_partial_request_pipelined_behind_a_whole_one_is_timed_out(machine: Co
     assert timed_out(channel) or channel.will_close or channel.close_when_flushed or channel.socket is None
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason="log_cut_requests reads `command` of a refusal")
 def test_the_drain_cuts_short_a_queued_refusal(machine: ConnectionLifecycle) -> None:
     """Transport.log_cut_requests logs each unanswered request's method and target, which waitress's parser
-    sets only for a request line it parsed: a 400 or a 408 still queued when the grace runs out raises
-    AttributeError out of the drain. The machine lets the threads answer such a request (see `stop`)."""
+    sets only for a request line it parsed: a 400 or a 408 still queued when the grace ran out raised
+    AttributeError out of the drain, which then closed nothing."""
     machine.some_connections_open(1)
     machine.send_malformed(0, MALFORMED_REQUESTS[0])
     machine.serve_once()
