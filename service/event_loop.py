@@ -95,11 +95,9 @@ class EventLoop:
 
     def __init__(self, map: dict, use_poll: bool, faults: FaultLog) -> None:
         self.map, self.use_poll, self.faults = map, use_poll, faults
-        self.turns = 0
 
     def turn(self, timeout: float) -> None:
         """Watch what wants watching for up to `timeout` seconds, then handle what is ready."""
-        self.turns += 1
         interest = self.scan()
         if not interest:
             time.sleep(timeout)

@@ -882,12 +882,15 @@ class Transport:
         return cut
 
     def log_cut_requests(self, why: str) -> int:
-        """One warning per request received and not answered (being answered, or queued behind one)."""
+        """One warning per request received and not answered (being answered, or queued behind one). A refusal
+        still queued (a 400, a 408) is no request cut short: nothing the app would have answered was lost."""
         cut = 0
         for channel in self.channels():
             for request in list(channel.requests):
+                if request.error is not None:
+                    continue
                 cut += 1
-                method, target = sent_method_and_target(request)  # a queued 400 or 408 has no parsed line
+                method, target = sent_method_and_target(request)
                 fields = {"client": logged_field(str(channel.addr[0]), 64), "method": logged_field(method, 32),
                           "target": logged_field(target, MAX_LOGGED_TARGET)}
                 log.warning("request cut short by %s, unanswered: %s %s %s", why, *fields.values(),

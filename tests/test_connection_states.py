@@ -738,12 +738,15 @@ def test_a_partial_request_pipelined_behind_a_whole_one_is_timed_out(machine: Co
     assert timed_out(channel) or channel.will_close or channel.close_when_flushed or channel.socket is None
 
 
-def test_the_drain_cuts_short_a_queued_refusal(machine: ConnectionLifecycle) -> None:
-    """Transport.log_cut_requests logs each unanswered request's method and target, which waitress's parser
+def test_the_drain_closes_a_connection_whose_refusal_is_still_queued_and_counts_no_request_cut_short(
+        machine: ConnectionLifecycle) -> None:
+    """Transport.log_cut_requests logged each unanswered request's method and target, which waitress's parser
     sets only for a request line it parsed: a 400 or a 408 still queued when the grace ran out raised
-    AttributeError out of the drain, which then closed nothing."""
+    AttributeError out of the drain, which then closed nothing. A refusal is no request cut short (nothing the
+    app would have answered is lost: the exit status stays 0)."""
     machine.some_connections_open(1)
     machine.send_malformed(0, MALFORMED_REQUESTS[0])
     machine.serve_once()
     assert machine.transport.dispatcher.queue, "the refusal is queued"
-    assert machine.transport.drain(0.5, cut_short=lambda: False) == 1
+    assert machine.transport.drain(0.5, cut_short=lambda: False) == 0
+    assert machine.transport.map == {}
