@@ -574,6 +574,15 @@ class HardenedServer(TcpWSGIServer):
         self.loop, self.access_log, self.receive_timeout = loop, access_log, receive_timeout
         super().__init__(app, **waitress_options)
 
+    def pull_trigger(self) -> None:
+        """Wake the event loop (a task thread does when its answer is written). Once the drain has closed the
+        wake-up pipe there is no loop to wake: a thread finishing its answer just then raised EBADF into the log
+        (and waitress would write into the pipe's old descriptor number, which another file may have by then)."""
+        if self.trigger._closed:
+            return
+        with contextlib.suppress(OSError):  # closed between the check and the write
+            super().pull_trigger()
+
     def client_connections(self) -> int:
         """Open client connections (waitress counts len(map) against the limit: 2 or 4 too many)."""
         return len(self._map) - self.not_clients
@@ -840,8 +849,7 @@ class Transport:
     def wake(self) -> None:
         """Interrupt the event loop's wait (safe from a signal handler, and once drained: a second signal
         that arrives after the trigger was closed has nothing left to wake)."""
-        with contextlib.suppress(OSError):
-            self.listeners[0].pull_trigger()
+        self.listeners[0].pull_trigger()
 
     def serve(self, stopped: Callable[[], bool]) -> None:
         while not stopped():
