@@ -1,10 +1,11 @@
 """The HTTP API as a WSGI callable: explicit routing, JSON in every answer."""
 
-import json
 import logging
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
+
+from .answers import INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE, JSON_HEADERS, encode, error_payload
 
 MAX_NAME_LENGTH = 100  # characters, after percent-decoding
 ALLOWED_METHODS = "GET, HEAD"
@@ -16,14 +17,6 @@ STATUS_LINES = {
     405: "405 Method Not Allowed",
     500: "500 Internal Server Error",
 }
-
-JSON_HEADERS = [  # on every answer, the app's and the server's own errors alike
-    ("Content-Type", "application/json; charset=utf-8"),
-    ("X-Content-Type-Options", "nosniff"),
-    # Nothing here may be stored: a cached /health would report a dead service as healthy, and every
-    # answer echoes the deployment's environment, which changes with the next deploy.
-    ("Cache-Control", "no-store"),
-]
 
 log = logging.getLogger("service.app")
 
@@ -44,7 +37,7 @@ def hello(name: str, environment: str) -> Answer:
 
 
 def error(status: int, code: str, message: str) -> Answer:
-    return status, {"error": code, "message": message}, []
+    return status, error_payload(code, message), []
 
 
 def not_found(path: str) -> Answer:
@@ -94,10 +87,6 @@ def dispatch(environ: dict, environment: str) -> Answer:
     return route(environ["REQUEST_METHOD"], path, environment)
 
 
-def encode(payload: dict[str, str]) -> bytes:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
 def create_app(environment: str) -> WSGIApp:
     """Build the WSGI callable; `environment` is echoed in every successful answer."""
 
@@ -107,9 +96,7 @@ def create_app(environment: str) -> WSGIApp:
         except Exception:  # the traceback goes to the server log, never to the client
             log.exception("Unhandled error answering %s %r",
                           environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
-            status, payload, extra_headers = error(
-                500, "internal_error",
-                "The server failed to answer; the error is logged. Retry, and report it if it persists.")
+            status, payload, extra_headers = error(500, INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)
         body = encode(payload)
         start_response(STATUS_LINES[status],
                        [*JSON_HEADERS, ("Content-Length", str(len(body))), *extra_headers])

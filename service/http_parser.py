@@ -1,6 +1,6 @@
 """The strict HTTP/1.1 request grammar the service holds every request to (RFC 9112), standard library only.
 
-service/transport.py plugs these into waitress's parser; nothing here knows waitress. Each function or class
+service/transport/ plugs these into waitress's parser; nothing here knows waitress. Each function or class
 raises a `Malformed` (answered 400), `UnsupportedCoding` (501), `BodyTooLarge` (413) or `FieldsTooLarge`
 (431) whose text says what was wrong.
 

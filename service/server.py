@@ -15,7 +15,9 @@ from collections.abc import Callable
 
 from . import __version__, config, logs, workers
 from .app import create_app
-from .transport import Transport, bind_listeners, fit_connection_limit
+from .transport import Transport
+from .transport.adjustments import fit_connection_limit
+from .transport.server import bind_listeners
 
 log = logging.getLogger("service")
 # Start-up and stop lines: written whatever APP_LOG_LEVEL says (it chooses the access log and warnings).

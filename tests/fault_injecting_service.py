@@ -10,7 +10,7 @@ import os
 import sys
 
 from service import server
-from service.transport import HardenedChannel
+from service.transport.channel import HardenedChannel
 
 FAULT_MARKER = b"X-Inject-Fault"
 

@@ -184,7 +184,7 @@ def test_bench_commits_unpacks_a_revisions_service_and_names_a_bad_revision(tmp_
     from bench.studies.commits import source_tree
 
     tree = source_tree("HEAD", tmp_path)
-    assert (tree / "service" / "transport.py").is_file()
+    assert (tree / "service" / "server.py").is_file()
     assert main(["commits", "no-such-revision", "--rounds", "1", "--output", str(tmp_path / "out")]) == 1
     assert "git archive no-such-revision service failed" in capsys.readouterr().err
 

@@ -29,8 +29,8 @@ from raw_http import (
 from support import allow_open_files
 from waitress import wasyncore
 
-from service.event_loop import READ, EventLoop, FaultLog
-from service.transport import LINGER_SECONDS
+from service.transport.channel import LINGER_SECONDS
+from service.transport.event_loop import READ, EventLoop, FaultLog
 
 FRESH_CLIENT_SECONDS = 1.0
 MARKED = f"{FAULT_MARKER.decode()}: yes"
@@ -195,7 +195,7 @@ class Recorded:
 def test_fault_log_writes_each_kind_at_once_then_one_count_a_period(monkeypatch):
     now = [0.0]
     faults, written = FaultLog(period=60, clock=lambda: now[0]), Recorded()
-    monkeypatch.setattr("service.event_loop.log.error", written)
+    monkeypatch.setattr("service.transport.event_loop.log.error", written)
     for _ in range(5):
         faults.record("reading", "127.0.0.1", ValueError("x"))
     faults.record("writing", "127.0.0.1", ValueError("y"))
@@ -216,7 +216,7 @@ def test_a_closed_socket_left_in_the_map_is_taken_out_before_select_sees_it(monk
     ours.close()  # closed behind the loop's back
     theirs.close()
     written = Recorded()
-    monkeypatch.setattr("service.event_loop.log.error", written)
+    monkeypatch.setattr("service.transport.event_loop.log.error", written)
     loop.turn(timeout=0.01)  # select() on the closed descriptor would raise EBADF
     assert loop_map == {}
     assert written.lines and "closed socket left in the event loop's map" in written.lines[0]
@@ -235,7 +235,7 @@ def test_a_listening_socket_that_faults_is_kept_and_the_fault_logged(monkeypatch
         listener = NeverReady(listening, map=loop_map)
         listener.accepting = True
         written = Recorded()
-        monkeypatch.setattr("service.event_loop.log.error", written)
+        monkeypatch.setattr("service.transport.event_loop.log.error", written)
         EventLoop(loop_map, use_poll=False, faults=FaultLog()).turn(timeout=0.01)
         assert loop_map == {listening.fileno(): listener} and listener.socket is listening  # closing it would
         assert "RuntimeError while asking whether it is ready" in written.lines[0]  # stop the service

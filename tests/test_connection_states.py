@@ -48,20 +48,19 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from waitress import wasyncore
 
-import service.event_loop
 import service.transport
+import service.transport.channel
+import service.transport.event_loop
+import service.transport.server
+import service.transport.task
 from service.app import create_app
 from service.config import Settings
-from service.event_loop import EventLoop, FaultLog
-from service.transport import (
-    LINGER_SECONDS,
-    CountingDispatcher,
-    HardenedChannel,
-    HardenedServer,
-    QueueDepthSummary,
-    Transport,
-    adjustments,
-)
+from service.transport import Transport
+from service.transport.adjustments import adjustments
+from service.transport.channel import LINGER_SECONDS, HardenedChannel
+from service.transport.dispatcher import CountingDispatcher, QueueDepthSummary
+from service.transport.event_loop import EventLoop, FaultLog
+from service.transport.server import NOT_CLIENTS_PER_LISTENER, HardenedServer
 
 FAKE_FDS = 10_000  # fake descriptors start here, above any real one this process holds (the wake-up pipe's)
 LIMIT = 3  # the connection limit: small, so arrivals beyond it are common
@@ -75,7 +74,7 @@ SLACK = 0.01  # the fake clock's drift within one step (ticks, and 1 ms per wait
 # ---- the fake kernel: clock, sockets, select() -------------------------------------------------------------
 
 class FakeClock:
-    """monotonic, time and perf_counter for service.transport, service.event_loop and waitress.channel. Each
+    """monotonic, time and perf_counter for the modules of service.transport and for waitress.channel. Each
     reading moves it on a microsecond, as a real clock does: two connections accepted in one turn are never
     equally old (the eviction order depends on it)."""
 
@@ -248,7 +247,7 @@ class FakeListener:
 
 
 class FakeSelect:
-    """Stands in for the `select` module in service/event_loop.py: fake descriptors are ready as their peers
+    """Stands in for the `select` module in service/transport/event_loop.py: fake descriptors are ready as their peers
     made them, a closed one fails with EBADF (as select() did in the bug), real ones (the wake-up pipe) are
     asked of the real select(). A wait that finds nothing ready lets its timeout pass on the fake clock."""
 
@@ -393,10 +392,11 @@ class ConnectionLifecycle(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.kernel = Kernel(self.clock)
         self.fake_select = FakeSelect(self.kernel)
-        for module in (service.transport, service.event_loop):
+        for module in (service.transport, service.transport.channel, service.transport.server,
+                       service.transport.task, service.transport.event_loop):
             self.patches.setattr(module, "time", self.clock)
         self.patches.setattr("waitress.channel.time", self.clock)
-        self.patches.setattr(service.event_loop, "select", self.fake_select)
+        self.patches.setattr(service.transport.event_loop, "select", self.fake_select)
         self.listener_socket = FakeListener(self.kernel)
         self.transport = self.build_transport()
         self.server = self.transport.listeners[0]
@@ -418,10 +418,10 @@ class ConnectionLifecycle(RuleBasedStateMachine):
         transport.dispatcher = CountingDispatcher(transport.queue_summary)
         server = HardenedServer(
             create_app("test"), loop=transport.loop, access_log=None, receive_timeout=RECEIVE_TIMEOUT,
-            map=transport.map, dispatcher=transport.dispatcher, adj=transport.adj,
-            sockinfo=(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, ("127.0.0.1", 8080)),
+            not_clients=NOT_CLIENTS_PER_LISTENER, map=transport.map, dispatcher=transport.dispatcher,
+            adj=transport.adj, sockinfo=(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, ("127.0.0.1", 8080)),
             _sock=self.listener_socket, bind_socket=False)
-        server.not_clients = len(transport.map)  # the listening socket and its wake-up pipe
+        assert len(transport.map) == server.not_clients, "the listening socket and its wake-up pipe, no client"
         transport.listeners = [server]
         return transport
 

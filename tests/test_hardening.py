@@ -1,6 +1,6 @@
 """HTTP hardening, with raw sockets against `python -m service`: framing, paths, malformed requests, slow
 and silent clients, pipelining, and the access log's bounds. Every case here was answered differently by
-waitress 3.0.2 on its own (see service/transport.py); these tests fail if an upgrade changes that."""
+waitress 3.0.2 on its own (see service/transport/); these tests fail if an upgrade changes that."""
 
 import re
 import select
@@ -428,7 +428,7 @@ class ServerStub:
 def make_channel(sock: socket.socket):
     from waitress.adjustments import Adjustments
 
-    from service.transport import HardenedChannel
+    from service.transport.channel import HardenedChannel
 
     return HardenedChannel(ServerStub(), sock, ("127.0.0.1", 1), Adjustments(), map={})
 

@@ -18,7 +18,7 @@ from raw_http import exchange, read_answer
 from support import allow_open_files, docker, image_tag
 from test_config import INVALID
 
-from service.transport import LINGER_SECONDS
+from service.transport.channel import LINGER_SECONDS
 
 pytestmark = pytest.mark.docker
 FRESH_CLIENT_SECONDS = 5.0

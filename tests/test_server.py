@@ -34,7 +34,8 @@ from waitress.task import ThreadedTaskDispatcher
 
 from service.app import create_app
 from service.config import Settings
-from service.transport import QueueDepthSummary, Transport
+from service.transport import Transport
+from service.transport.dispatcher import QueueDepthSummary
 
 ACCESS_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?P<client>\S+) (?P<method>\S+) (?P<target>\S+) "
                          r"(?P<status>\d{3}) (?P<ms>\d+\.\d\d)ms")
@@ -99,9 +100,19 @@ def test_a_task_thread_that_finishes_after_the_drain_closed_the_wake_up_pipe_is_
         transport.listeners[0].pull_trigger()
 
 
+def test_the_connection_limit_counts_no_listening_socket_or_wake_up_pipe_as_a_client():
+    """Each listener is told, when built, how many of the shared map's dispatchers are no client's (every
+    listener and its wake-up pipe): with '*' there is one listener per address family."""
+    with transport_in_this_process(threads=1, host="*") as transport:
+        assert transport.listeners
+        for listener in transport.listeners:
+            assert listener.not_clients == len(transport.map)
+            assert listener.client_connections() == 0
+
+
 @contextlib.contextmanager
-def transport_in_this_process(threads: int):
-    transport = Transport(create_app("test"), Settings(host="127.0.0.1", port=free_port(), threads=threads), None)
+def transport_in_this_process(threads: int, host: str = "127.0.0.1"):
+    transport = Transport(create_app("test"), Settings(host=host, port=free_port(), threads=threads), None)
     try:
         yield transport
     finally:

@@ -319,7 +319,8 @@ def header_parse_work(header_bytes: int, monkeypatch) -> int:
     from waitress.adjustments import Adjustments
     from waitress.parser import HTTPRequestParser
 
-    from service.transport import MAX_HEADER_BYTES, HardenedParser
+    from service.transport.adjustments import MAX_HEADER_BYTES
+    from service.transport.parser import HardenedParser
 
     handed = 0
     waitress_received = HTTPRequestParser.received

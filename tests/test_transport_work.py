@@ -18,8 +18,9 @@ from support import free_port
 
 from service.app import create_app
 from service.config import Settings
-from service.event_loop import EventLoop
-from service.transport import HardenedChannel, Transport
+from service.transport import Transport
+from service.transport.channel import HardenedChannel
+from service.transport.event_loop import EventLoop
 
 CLIENT = r"""
 import socket, sys, threading
