@@ -3,7 +3,7 @@
 Two kinds of client stopped the service (exit 1) before: one refused request whose client stayed connected past
 the lingering close, and a crowd dripping request heads past the receive timeout. Both led the sweep to close a
 connection while the event loop was listing what select() should watch: select() failed with EBADF. The tests
-below hold both, then inject a fault into each path the service adds to waitress (tests/fault_injecting_service.py)
+below hold both, then inject a fault into each path the service adds to waitress (tests/hooked_service.py)
 and check that only the faulty connection is closed, the fault is logged, and a fresh client is answered.
 """
 
@@ -14,7 +14,7 @@ import time
 
 import pytest
 from conftest import wait_until
-from fault_injecting_service import FAULT_MARKER
+from hooked_service import FAULT_MARKER
 from raw_http import (
     address,
     closed_by,
@@ -143,7 +143,8 @@ FAULTS = {  # FAULT_IN, settings, what the marked client does, what the log says
 @pytest.mark.parametrize("case", FAULTS.values(), ids=FAULTS.keys())
 def test_a_fault_on_one_connection_closes_it_and_the_service_answers_a_fresh_client(start_service, case):
     fault_in, settings, client, doing = case
-    running = start_service({"FAULT_IN": fault_in, **settings}, module="fault_injecting_service")
+    running = start_service({"TEST_SERVICE_HOOKS": "fault_injecting", "FAULT_IN": fault_in, **settings},
+                            module="hooked_service")
     running.crowd = []
     marked = client(running)
     try:
@@ -160,7 +161,7 @@ def test_a_fault_on_one_connection_closes_it_and_the_service_answers_a_fresh_cli
 
 
 def test_a_fault_while_the_drain_closes_an_idle_connection_is_logged_and_the_drain_finishes(start_service):
-    running = start_service({"FAULT_IN": "closing"}, module="fault_injecting_service")
+    running = start_service({"TEST_SERVICE_HOOKS": "fault_injecting", "FAULT_IN": "closing"}, module="hooked_service")
     with connect(address(running)) as marked:
         marked.sendall(request("/health", "GET", MARKED))
         assert b" 200 " in read_answer(marked)  # answered; the connection stays, idle
@@ -171,7 +172,8 @@ def test_a_fault_while_the_drain_closes_an_idle_connection_is_logged_and_the_dra
 
 
 def test_a_flood_of_one_fault_logs_one_traceback_and_then_a_count(start_service):
-    running = start_service({"FAULT_IN": "reading", "APP_LOG_LEVEL": "WARNING"}, module="fault_injecting_service")
+    running = start_service({"TEST_SERVICE_HOOKS": "fault_injecting", "FAULT_IN": "reading",
+                             "APP_LOG_LEVEL": "WARNING"}, module="hooked_service")
     for _ in range(30):
         with reading(running) as marked:
             read_until_closed(marked, 5)

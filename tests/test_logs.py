@@ -55,7 +55,8 @@ def test_json_format_writes_every_line_as_one_object_with_the_documented_fields(
 
 
 def test_a_traceback_stays_inside_its_one_json_line(start_service):
-    running = start_service({"BOOM": "1", "APP_LOG_FORMAT": "json"}, module="slow_service", wait=False)
+    running = start_service({"TEST_SERVICE_HOOKS": "broken_health", "APP_LOG_FORMAT": "json"},
+                            module="hooked_service", wait=False)
     with connect_when_listening(address(running)) as client:
         client.sendall(request("/health", "GET", "Connection: close"))
         assert client.recv(4096).startswith(b"HTTP/1.1 500 ")

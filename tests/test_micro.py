@@ -42,7 +42,7 @@ def serving(variant: str, module: str, env: dict[str, str] | None = None):
 
 @pytest.mark.docker
 def test_an_exception_in_the_app_answers_500_and_logs_the_traceback(image):
-    with serving(image, "rare_paths_service") as (name, url):
+    with serving(image, "hooked_service", env={"TEST_SERVICE_HOOKS": "failing_path"}) as (name, url):
         answer = requests.get(f"{url}/raise", timeout=5)
         assert requests.get(f"{url}/health", timeout=5).status_code == 200
         logs = docker("logs", name)
@@ -61,7 +61,7 @@ def test_an_exception_in_the_app_answers_500_and_logs_the_traceback(image):
 @pytest.mark.docker
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_stop_signal_lets_the_request_in_flight_finish_then_exits_0(image, signum):
-    with serving(image, "rare_paths_service", env={"SLOW_SECONDS": "3"}) as (name, url):
+    with serving(image, "hooked_service", env={"TEST_SERVICE_HOOKS": "slow", "SLOW_SECONDS": "3"}) as (name, url):
         answers = []
         client = threading.Thread(target=lambda: answers.append(requests.get(f"{url}/slow", timeout=20)))
         client.start()

@@ -161,7 +161,7 @@ def test_log_level_warning_or_error_silences_the_access_log_but_keeps_the_start_
 
 
 def test_an_exception_in_the_app_answers_json_500_and_logs_the_traceback_on_stderr(start_service):
-    running = start_service({"BOOM": "1"}, module="slow_service", wait=False)
+    running = start_service({"TEST_SERVICE_HOOKS": "broken_health"}, module="hooked_service", wait=False)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -283,7 +283,8 @@ def test_a_stop_under_keep_alive_load_answers_what_was_received_then_closes_with
 
 def start_slow(start_service, tmp_path: Path, **env: str):
     started = tmp_path / "started"
-    running = start_service({"STARTED_FILE": str(started), **env}, module="slow_service")
+    running = start_service({"TEST_SERVICE_HOOKS": "slow", "STARTED_FILE": str(started), **env},
+                            module="hooked_service")
     answers = []
     thread = threading.Thread(target=lambda: answers.append(_get(f"{running.url}/slow")), daemon=True)
     thread.start()
@@ -315,7 +316,8 @@ def test_a_request_in_flight_at_sigterm_completes_and_new_connections_are_refuse
 
 def test_pipelined_requests_received_before_sigterm_are_all_answered(start_service, tmp_path):
     started = tmp_path / "started"
-    running = start_service({"STARTED_FILE": str(started), "SLOW_SECONDS": "1"}, module="slow_service")
+    running = start_service({"TEST_SERVICE_HOOKS": "slow", "STARTED_FILE": str(started), "SLOW_SECONDS": "1"},
+                            module="hooked_service")
     with connect(address(running)) as client:
         client.sendall(request("/slow") + b"".join(request(f"/hello/p{i}") for i in range(7)))
         deadline = time.monotonic() + 10

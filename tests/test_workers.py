@@ -184,7 +184,8 @@ def test_a_worker_killed_under_load_is_restarted_and_the_port_keeps_answering(st
 
 
 def test_a_worker_that_cannot_start_stops_the_service_with_exit_1_and_no_restart(start_service):
-    running = start_service({"APP_WORKERS": "2"}, module="failing_worker_service", wait=False)
+    running = start_service({"APP_WORKERS": "2", "TEST_SERVICE_HOOKS": "failing_worker"}, module="hooked_service",
+                            wait=False)
     code, _, err = running.finish(timeout=15)
     assert code == 1
     stopping = [line for line in err.splitlines() if "stopping the service" in line]
@@ -207,8 +208,8 @@ def test_workers_whose_supervisor_is_killed_stop_instead_of_serving_on(start_ser
 
 
 def test_workers_whose_supervisor_is_killed_while_they_start_stop_once_they_serve(start_service, tmp_path):
-    running = start_service({"APP_WORKERS": "2", "START_DIR": str(tmp_path)}, module="slow_start_worker_service",
-                            wait=False)
+    running = start_service({"APP_WORKERS": "2", "TEST_SERVICE_HOOKS": "slow_start_worker", "START_DIR": str(tmp_path)},
+                            module="hooked_service", wait=False)
     deadline = time.monotonic() + 10
     while len(list(tmp_path.glob("starting-*"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -250,8 +251,8 @@ def test_a_taken_port_with_2_workers_exits_1_with_the_one_line_before_forking(st
 
 def test_a_second_signal_reaches_every_worker_and_skips_the_grace(start_service, tmp_path):
     started = tmp_path / "started"
-    running = start_service({"APP_WORKERS": "2", "APP_SHUTDOWN_GRACE": "20", "SLOW_SECONDS": "30",
-                             "STARTED_FILE": str(started)}, module="slow_service")
+    running = start_service({"APP_WORKERS": "2", "APP_SHUTDOWN_GRACE": "20", "TEST_SERVICE_HOOKS": "slow",
+                             "SLOW_SECONDS": "30", "STARTED_FILE": str(started)}, module="hooked_service")
     threading.Thread(target=get_quietly, args=(f"{running.url}/slow",), daemon=True).start()
     wait_until(started.exists, "the slow request in the app")
     running.process.send_signal(signal.SIGTERM)
