@@ -5,7 +5,11 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+HALF_SENT_REQUEST = b"GET /health HTTP/1.1\r\nHost: x\r\n"  # headers that never end
+DRIPPING_REQUEST = b"GET /health HTTP/1.1\r\nX-Slow: "  # a header that never ends
 
 
 @dataclass
@@ -153,18 +157,27 @@ def request(target: str = "/health", method: str = "GET", *headers: str, version
 
 
 @contextlib.contextmanager
-def half_sent_requests(port: int, count: int):
-    """`count` connections, each with a request whose headers never end; all closed afterwards."""
-    idle = []
+def held_connections(address: tuple[str, int], count: int, sending: bytes = b"") -> Iterator[list[socket.socket]]:
+    """`count` hostile clients: connections that each sent `sending` (nothing: silent) and never another byte,
+    held open meanwhile; all closed afterwards."""
+    held: list[socket.socket] = []
     try:
         for _ in range(count):
-            connection = socket.create_connection(("127.0.0.1", port), timeout=5)
-            connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # never finished
-            idle.append(connection)
-        yield idle
+            held.append(connect(address))
+            if sending:
+                held[-1].sendall(sending)
+        yield held
     finally:
-        for connection in idle:
+        for connection in held:
             connection.close()
+
+
+def assert_fresh_client_is_answered(address: tuple[str, int], seconds: float = 5.0) -> None:
+    """A new client's GET /health is answered 200 within `seconds`."""
+    started = time.monotonic()
+    answer = exchange(address, request("/health", "GET", "Connection: close"), seconds=seconds)
+    assert answer.answers and answer.only.status == 200, f"no answer within {seconds}s: {answer.raw!r}"
+    assert time.monotonic() - started < seconds
 
 
 def assert_json_error(answer: Answer, status: int, error: str) -> None:

@@ -16,11 +16,13 @@ import pytest
 from conftest import wait_until
 from hooked_service import FAULT_MARKER
 from raw_http import (
+    DRIPPING_REQUEST,
     address,
+    assert_fresh_client_is_answered,
     closed_by,
     connect,
-    exchange,
     held_by,
+    held_connections,
     read_answer,
     read_until_closed,
     request,
@@ -41,12 +43,10 @@ def wait_until_closed_by_the_service(running, client: socket.socket) -> None:
                seconds=LINGER_SECONDS + 5)
 
 
-def assert_fresh_client_is_answered(running) -> None:
+def assert_serving(running) -> None:
+    """Still running, and a fresh client is answered within FRESH_CLIENT_SECONDS."""
     assert running.process.poll() is None, f"the service exited: {running.finish()}"
-    started = time.monotonic()
-    answer = exchange(address(running), request("/health", "GET", "Connection: close"), seconds=FRESH_CLIENT_SECONDS)
-    assert answer.answers and answer.only.status == 200, f"no answer within {FRESH_CLIENT_SECONDS}s: {answer.raw!r}"
-    assert time.monotonic() - started < FRESH_CLIENT_SECONDS
+    assert_fresh_client_is_answered(address(running), seconds=FRESH_CLIENT_SECONDS)
 
 
 @pytest.mark.parametrize("refused", [b"GET /x HTTP/1.1\r\n\r\n", b"BAD\r\n\r\n"], ids=["no-host", "not-http"])
@@ -57,7 +57,7 @@ def test_a_refused_client_that_stays_connected_past_the_lingering_close_leaves_t
         client.sendall(refused)
         assert read_answer(client).startswith(b"HTTP/1.1 400 ")
         wait_until_closed_by_the_service(running, client)  # the client stays, silent, until then
-        assert_fresh_client_is_answered(running)
+        assert_serving(running)
     code, _, err = running.stop()
     assert code == 0 and "Traceback" not in err, err
 
@@ -66,20 +66,13 @@ def test_500_clients_dripping_request_heads_past_the_receive_timeout_leave_the_s
     """Each is answered 408 after the receive timeout (5 s), then lingers while it drips on, then is closed."""
     allow_open_files(2048)
     running = start_service({"APP_LOG_LEVEL": "WARNING"})
-    held = []
-    try:
-        for _ in range(500):
-            held.append(connect(address(running)))
-            held[-1].sendall(b"GET /health HTTP/1.1\r\nX-a: ")
+    with held_connections(address(running), 500, DRIPPING_REQUEST) as held:
         for _ in range(6):  # 12 s: past the timeout, the 408s and the lingering closes
             time.sleep(2)
             for connection in held:
                 with contextlib.suppress(OSError):
                     connection.sendall(b"a")
-            assert_fresh_client_is_answered(running)
-    finally:
-        for connection in held:
-            connection.close()
+            assert_serving(running)
     code, _, err = running.stop()
     assert code == 0 and "Traceback" not in err, err
 
@@ -149,7 +142,7 @@ def test_a_fault_on_one_connection_closes_it_and_the_service_answers_a_fresh_cli
     marked = client(running)
     try:
         wait_until_closed_by_the_service(running, marked)  # the client stays till then
-        assert_fresh_client_is_answered(running)
+        assert_serving(running)
     finally:
         marked.close()
         for connection in running.crowd:
@@ -177,7 +170,7 @@ def test_a_flood_of_one_fault_logs_one_traceback_and_then_a_count(start_service)
     for _ in range(30):
         with reading(running) as marked:
             read_until_closed(marked, 5)
-    assert_fresh_client_is_answered(running)
+    assert_serving(running)
     code, _, err = running.stop()
     assert code == 0, err
     assert err.count("Traceback") == 1, err

@@ -116,12 +116,6 @@ def test_serves_with_a_read_only_root_and_no_capabilities(image, run_container):
     assert requests.get(f"{url}/hello/locked", timeout=5).status_code == 200
 
 
-def test_slim_shows_app_env_in_docker_exec_env(engine, run_container):
-    require_image("slim")
-    name, _ = run_container("slim", env={"APP_ENV": "production"})
-    assert "APP_ENV=production" in docker("exec", name, "env").stdout.splitlines()
-
-
 @pytest.mark.parametrize("variant", SHELL_LESS)
 def test_a_shell_less_image_has_no_shell_package_manager_or_pip(engine, run_container, variant):
     require_image(variant)

@@ -10,13 +10,16 @@ import time
 import pytest
 from conftest import wait_until
 from raw_http import (
+    DRIPPING_REQUEST,
     access_lines,
     address,
+    assert_fresh_client_is_answered,
     assert_json_error,
     closed_by,
     connect,
     exchange,
     held_by,
+    held_connections,
     read_answer,
     read_until_closed,
     request,
@@ -256,19 +259,8 @@ def test_a_fresh_client_is_answered_while_1000_silent_and_50_dripping_sockets_ar
     (`python -m bench reliability`, "Hostile clients")."""
     server = start_service({"APP_RECEIVE_TIMEOUT": "60"})
     allow_open_files(4096)
-    held = []
-    try:
-        for _ in range(1000):
-            held.append(connect(address(server)))
-        dripping = [connect(address(server)) for _ in range(50)]
-        held += dripping
-        for connection in dripping:
-            connection.sendall(b"GET /health HTTP/1.1\r\nX-Slow: ")
-        fresh = exchange(address(server), request("/health", "GET", CLOSE), seconds=5.0)
-        assert fresh.answers and fresh.only.status == 200
-    finally:
-        for connection in held:
-            connection.close()
+    with held_connections(address(server), 1000), held_connections(address(server), 50, DRIPPING_REQUEST):
+        assert_fresh_client_is_answered(address(server), seconds=5.0)
 
 
 def test_at_the_connection_limit_the_longest_waiting_connection_is_closed_first(start_service):
@@ -471,17 +463,10 @@ def test_a_connection_limit_beyond_1024_descriptors_serves_them_all(start_servic
     """select() cannot watch a descriptor numbered 1024 or more: above that the event loop must be poll()."""
     allow_open_files(4096)
     running = start_service({"APP_CONNECTION_LIMIT": "1500"})
-    held = []
-    try:
-        for _ in range(1100):
-            held.append(connect(address(running)))
-        fresh = exchange(address(running), request("/health", "GET", CLOSE), seconds=5)
-        assert fresh.only.status == 200
+    with held_connections(address(running), 1100) as held:
+        assert_fresh_client_is_answered(address(running), seconds=5)
         held[-1].sendall(request("/hello/last", "GET", CLOSE))  # a connection above descriptor 1024
         raw, _, _ = read_until_closed(held[-1], 5)
         assert b"Hello, last!" in raw
-    finally:
-        for connection in held:
-            connection.close()
     code, _, err = running.stop()
     assert code == 0 and "Traceback" not in err

@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 from conftest import inspect
-from raw_http import exchange, read_answer
+from raw_http import DRIPPING_REQUEST, HALF_SENT_REQUEST, exchange, held_connections, read_answer
 from support import allow_open_files, docker, image_tag
 from test_config import INVALID
 
@@ -41,16 +41,8 @@ def address_of(url: str) -> tuple[str, int]:
 
 def test_hundreds_of_half_sent_requests_leave_room_for_a_fresh_client(image, run_container):
     _, url = run_container(image)
-    idle = []
-    try:
-        for _ in range(300):
-            connection = connect(url)
-            connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # and never another byte
-            idle.append(connection)
+    with held_connections(address_of(url), 300, HALF_SENT_REQUEST + b"X-Slow: "):  # and never another byte
         fresh_client_is_served(url)
-    finally:
-        for connection in idle:
-            connection.close()
 
 
 def test_oversized_headers_get_431_and_the_server_keeps_serving(image, run_container):
@@ -114,17 +106,8 @@ def test_a_smuggled_request_behind_ambiguous_framing_is_never_answered(image, ru
 def test_1000_silent_and_50_dripping_sockets_do_not_lock_out_a_fresh_client(image, run_container):
     _, url = run_container(image, env={"APP_RECEIVE_TIMEOUT": "60"})  # so only the eviction can help
     allow_open_files(4096)
-    held = []
-    try:
-        for _ in range(1000):
-            held.append(connect(url))
-        for _ in range(50):
-            held.append(connect(url))
-            held[-1].sendall(b"GET /health HTTP/1.1\r\nX-Slow: ")
+    with held_connections(address_of(url), 1000), held_connections(address_of(url), 50, DRIPPING_REQUEST):
         fresh_client_is_served(url)
-    finally:
-        for connection in held:
-            connection.close()
 
 
 def test_pipelined_requests_are_answered_in_order(image, run_container):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import ROOT, inspect, refuses_connections, wait_until
-from raw_http import half_sent_requests
+from raw_http import HALF_SENT_REQUEST, address, held_connections
 from support import child_pids, docker, image_tag
 
 from service import config, workers
@@ -281,7 +281,7 @@ def test_half_sent_requests_over_every_workers_limit_do_not_lock_out_a_new_clien
     is still admitted, by whichever worker accepts it closing the one waiting longest."""
     running = start_service({"APP_WORKERS": "2", "APP_CONNECTION_LIMIT": "10"})
     wait_for_children(running.process.pid, 2)
-    with half_sent_requests(running.port, 60):
+    with held_connections(address(running), 60, HALF_SENT_REQUEST):
         for _ in range(5):  # well within the 5 s receive timeout that would free slots anyway
             assert requests.get(f"{running.url}/health", timeout=2).status_code == 200
 
