@@ -89,7 +89,8 @@ def synthetic_results() -> dict:
         }
 
     return {"label": "synthetic", "mode": "quick", "plan": {"startup_runs": 3, "stop_runs": 3, "load_runs": 2},
-            "machine": {"date": "d", "platform": "p", "cpus": 2, "docker_server": "20.10", "bases": "local"},
+            "date": "d", "baseline": "seed", "request": {"port": 5000, "ready": "/health", "url": "/hello/bench"},
+            "machine": {"platform": "p", "cpus": 2, "docker_server": "20.10", "bases": "local"},
             "noop_startup": summary([0.3, 0.31, 0.29]),
             "startup_phases": {"micro": {"docker": 0.25, "python": 0.1, "first_answer": 0.04, "total": 0.39,
                                          "imports": 0.05, "runs": 3}},
@@ -160,6 +161,37 @@ def test_the_committed_full_runs_render_and_pass_the_check(study):
         assert json.loads((directory / study.json).read_text())["mode"] == "full"
 
 
+def test_every_committed_run_of_every_study_passes_the_check():
+    from conftest import ROOT
+
+    from bench.studies import by_files
+
+    for study in by_files():
+        for directory in sorted(p.parent for p in (ROOT / "bench" / "results").glob(f"*/{study.json}")):
+            assert study.check(directory) == [], directory
+            assert json.loads((directory / study.json).read_text())["format"] == study.version, directory
+
+
+def test_a_document_of_an_older_format_is_upgraded_when_loaded_and_written_in_the_current_one(tmp_path):
+    results = synthetic_results()
+    older = {key: value for key, value in results.items() if key not in ("baseline", "request", "date")}
+    older["machine"] = {**results["machine"], "date": "d"}
+    (tmp_path / IMAGE_STUDY.json).write_text(json.dumps(older))
+    loaded = IMAGE_STUDY.load(tmp_path)
+    assert (loaded["baseline"], loaded["request"]["url"], loaded["date"]) == ("seed", "/hello/bench", "d")
+    IMAGE_STUDY.write(loaded, tmp_path)
+    assert json.loads((tmp_path / IMAGE_STUDY.json).read_text())["format"] == IMAGE_STUDY.version == 2
+    assert IMAGE_STUDY.check(tmp_path) == []
+
+
+def test_writing_one_study_leaves_the_other_studies_files_alone(tmp_path):
+    IMAGE_STUDY.write(image_report.evaluate(synthetic_results()), tmp_path)
+    before = {path.name: path.read_text() for path in tmp_path.iterdir()}
+    reliability.STUDY.write(reliability.evaluate(synthetic_reliability()), tmp_path)
+    assert {name: (tmp_path / name).read_text() for name in before} == before
+    assert IMAGE_STUDY.check(tmp_path) == []
+
+
 def synthetic_reliability(**stop: int) -> dict:
     soak = {"requests_per_second": 2000.0, "requests": 40000, "p50_seconds": 0.02, "p99_seconds": 0.05,
             "non_2xx": 0, "socket_errors": 0, "rss_at_10s_kib": 16000, "rss_at_end_kib": 16000, "seconds": 20,
@@ -173,7 +205,9 @@ def synthetic_reliability(**stop: int) -> dict:
                                                               "lockout": lockout}},
             "tuning": {"threads": {"8": {"requests_per_second": summary([2000.0]), "p50_seconds": 0.01,
                                          "p99_seconds": 0.05, "socket_errors": 0, "seconds": 5}},
-                       "connection_limit": {"half_sent_connections": 300, "fresh_client_served": {}}}}
+                       "connection_limit": {"half_sent_connections": 300, "fresh_client_served": {},
+                                            "route": "direct"}},
+            "crowd": []}
 
 
 def test_guarantees_hold_for_a_clean_run_and_break_on_a_lost_request_or_a_kill():

@@ -57,5 +57,5 @@ STUDY = results.Study(
     name="study", summary="build all variants and run the image study on them (the default)",
     files=("results.json", "report.md", "chart.svg"), add_options=add_options, run=run,
     render=image_report.render, evaluate=image_report.evaluate, guarantees=image_report.guarantees,
-    gaps=image_report.gaps,
+    gaps=image_report.gaps, upgrades=image_report.UPGRADES,
     shape=image_report.shape, plans=PLANS, builds=True)

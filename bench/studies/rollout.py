@@ -534,7 +534,7 @@ def svg_chart(results: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
-def render(results: dict, _: Path) -> dict[str, str]:
+def render(results: dict) -> dict[str, str]:
     return {"rollout.md": markdown(results), "rollout.svg": svg_chart(results)}
 
 

@@ -364,14 +364,9 @@ def socket_table(study: dict) -> str:
                   "killed mid-run", "worker restarted", "a 2nd instance on the same port starts"], body)
 
 
-def one_worker_stop(s: dict) -> str:
-    one = s.get("idle_one_worker")  # absent from runs made before it was measured
-    return f"{one['median']:.2f} s" if one else "–"
-
-
 def stop_table(stops: dict) -> str:
     body = [[f"`{image}`", f"{s['idle']['median']:.2f} s (max {s['idle']['max']:.2f} s)",
-             ", ".join(map(str, s["idle"]["exit_codes"])), one_worker_stop(s),
+             ", ".join(map(str, s["idle"]["exit_codes"])), f"{s['idle_one_worker']['median']:.2f} s",
              f"{s['under_load']['stop_seconds']:.2f} s",
              s["under_load"]["exit_code"], f"{s['under_load']['answered_by_server']:,}",
              f"{s['under_load']['received_by_client']:,}", s["under_load"]["lost"],
@@ -387,9 +382,8 @@ def markdown(results: dict) -> str:
     verdict = ("**Guarantees broken:**\n\n" + "\n".join(f"- {f}" for f in results["failures"])
                if results["failures"] else "Every guarantee held: each stop exited 0, no answered request lost.")
     quota = cpus["container_cpu_quota"]
-    load = results.get("load_average")
-    load_line = (f"Load average (1 min) at the start and end of the run: {load['start']:.1f} and {load['end']:.1f}."
-                 if load else "")
+    load = results["load_average"]
+    load_line = f"Load average (1 min) at the start and end of the run: {load['start']:.1f} and {load['end']:.1f}."
     return f"""# Workers: APP_WORKERS, and waitress against gunicorn and granian
 
 {results['date']}, {results['mode']} mode (`{results['command']}`). Host: {cpus['host_cpus']} CPUs,
