@@ -1,14 +1,16 @@
 """The bench's own logic, without Docker: parsing wrk and BuildKit, statistics, the report and its check."""
 
+import ast
 import json
+from pathlib import Path
 
 import pytest
 import support
 
-from bench import bases, verify
+from bench import bases, image_report, verify
+from bench.image_measures import KINDS, kind_of, step_counts
 from bench.load import parse_wrk, summary
-from bench.studies import IMAGE_STUDY, image_report, reliability, workers
-from bench.studies.image_study import KINDS, kind_of, step_counts
+from bench.studies import IMAGE_STUDY, reliability, workers
 from bench.variants import PROJECT_IMAGES, VARIANTS, Builder, naive_order
 
 WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:5000/hello/bench
@@ -161,6 +163,31 @@ def test_the_committed_full_runs_render_and_pass_the_check(study):
         assert json.loads((directory / study.json).read_text())["mode"] == "full"
 
 
+def studies_imported(path: Path, studies: set[str]) -> set[str]:
+    """The modules of bench/studies/ (named in `studies`) that the module at `path` imports, however spelled."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = ("bench.studies", "bench")[node.level - 1] if node.level else ""
+            module = ".".join(part for part in (base, node.module) if part)
+            names = {module} | {f"{module}.{alias.name}" for alias in node.names}
+        else:
+            continue
+        found |= {name.split(".")[2] for name in names if name.startswith("bench.studies.")} & studies
+    return found
+
+
+def test_no_study_imports_another_study():
+    from conftest import ROOT
+
+    modules = {path.stem: path for path in (ROOT / "bench" / "studies").glob("*.py") if path.stem != "__init__"}
+    sideways = {name: sorted(found) for name, path in modules.items()
+                if (found := studies_imported(path, set(modules)) - {name})}
+    assert sideways == {}, f"studies import other studies; move what they share to the bench core: {sideways}"
+
+
 def test_every_committed_run_of_every_study_passes_the_check():
     from conftest import ROOT
 
@@ -259,7 +286,7 @@ def test_the_bench_help_shows_the_study_options_that_apply_without_a_sub_command
 
 
 def test_the_start_up_study_reads_the_serving_line_s_utc_stamp():
-    from bench.studies.image_study import SERVING_LINE, epoch
+    from bench.image_measures import SERVING_LINE, epoch
     stderr = ("2026-12-01T20:16:27.525Z WARNING service: APP_X is not a setting of this service\n"
               "2026-12-01T20:16:27.531Z INFO service.lifecycle: hello-api 1.0.0 serving environment=x on http://[::]:5000\n")
     serving = SERVING_LINE.search(stderr)

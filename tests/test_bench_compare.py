@@ -104,7 +104,7 @@ def test_a_code_edit_goes_to_the_shallowest_python_file_outside_tests_and_virtua
 
 def test_memory_that_cannot_be_read_on_this_host_is_none_with_the_reason(monkeypatch):
     from bench import containers
-    from bench.studies.image_study import Memory
+    from bench.image_measures import Memory
 
     monkeypatch.setattr(containers, "host_pid", lambda name: 2 ** 22 + 7)  # above Linux's pid_max
     memory = Memory("any-container")

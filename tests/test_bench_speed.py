@@ -11,11 +11,11 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from test_bench import synthetic_results
 
-from bench import noise
+from bench import control as overhead
+from bench import image_report, noise
 from bench.cli import main
 from bench.openloop import open_loop, percentile
-from bench.studies import IMAGE_STUDY, image_report, latency
-from bench.studies import control as overhead
+from bench.studies import IMAGE_STUDY, latency
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -181,7 +181,7 @@ def test_a_latency_report_renders_and_a_tampered_one_fails_the_check(tmp_path):
 
 
 def test_bench_commits_unpacks_a_revisions_service_and_names_a_bad_revision(tmp_path, capsys):
-    from bench.studies.commits import source_tree
+    from bench.revisions import source_tree
 
     tree = source_tree("HEAD", tmp_path)
     assert (tree / "service" / "transport.py").is_file()

@@ -7,36 +7,19 @@ serving today's app as the control; wrk loads them in alternating rounds, the or
 """
 
 import argparse
-import subprocess
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
 from .. import results as run_results
-from ..docker import ROOT, progress
+from ..control import THREADS, host_server
+from ..docker import progress
 from ..load import CONNECTIONS, summary, wrk
 from ..noise import Quietness, describe
 from ..render import table
-from .control import THREADS, host_server
+from ..revisions import described, source_tree
 
 CONTROL = "plain waitress"
-
-
-def source_tree(revision: str, into: Path) -> Path:
-    """`service/` as it was at `revision`, unpacked under `into`."""
-    tree = into / revision.replace("/", "_")
-    tree.mkdir()
-    archive = subprocess.run(["git", "archive", revision, "service"], cwd=ROOT, capture_output=True, check=False)
-    if archive.returncode != 0:
-        raise RuntimeError(f"git archive {revision} service failed: {archive.stderr.decode().strip()}; name a "
-                           "commit of this repository that has service/")
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
-    return tree
-
-
-def described(revision: str) -> str:
-    return subprocess.run(["git", "log", "-1", "--format=%h %s", revision], cwd=ROOT, capture_output=True,
-                          text=True, check=True).stdout.strip()[:100]
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:

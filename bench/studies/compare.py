@@ -21,12 +21,11 @@ import argparse
 import re
 from pathlib import Path
 
-from .. import results
+from .. import image_report, results
 from ..containers import CONTAINER_PORT, READY_SECONDS
+from ..image_measures import Plan, Run, Target, plan_with_runs
 from ..load import require_wrk
 from ..variants import IMAGE, Builder, Variant
-from . import image_report
-from .image_study import Plan, Run, Target, plan_with_runs
 
 DEPENDENCY_FILES = ("requirements.lock", "requirements.txt", "poetry.lock", "uv.lock", "pyproject.toml")
 SKIPPED_FOLDERS = {".venv", "venv", "env", "node_modules", "tests", "test", "__pycache__", "site-packages"}
@@ -156,5 +155,5 @@ STUDY = results.Study(
     name="compare", summary="the image study for any images: python -m bench compare IMAGE [LABEL=IMAGE ...]",
     files=("results.json", "report.md", "chart.svg"), add_options=add_options, run=run,
     render=image_report.render, evaluate=image_report.evaluate, guarantees=image_report.guarantees,
-    gaps=image_report.gaps,
+    gaps=image_report.gaps, upgrades=image_report.UPGRADES,
     shape=image_report.shape, plans=PLANS, builds=True, description=__doc__)

@@ -18,9 +18,9 @@ from ..docker import progress
 from ..load import wrk
 from ..noise import Quietness, describe
 from ..openloop import open_loop
+from ..reference_servers import REFERENCE
 from ..render import table, targets_table
 from ..variants import VARIANTS
-from .workers import REFERENCE
 
 SHARES = (0.25, 0.50, 0.75)  # of the seed's capacity
 PROJECT = ("slim", "distroless", "micro")

@@ -4,11 +4,10 @@ start-up phases their logs allow, the control (the service against plain waitres
 
 import argparse
 
-from .. import results
+from .. import control, image_report, results
+from ..image_measures import Plan, Run, Target, plan_with_runs, startup_phases_study
 from ..load import require_wrk
 from ..variants import VARIANTS, Builder
-from . import control, image_report
-from .image_study import Plan, Run, Target, plan_with_runs, startup_phases_study
 
 PLANS = {"quick": Plan(True, startup_runs=5, stop_runs=1, load_seconds=3, load_runs=2, control_rounds=3,
                        control_seconds=2, open_loop_seconds=0),

@@ -26,16 +26,16 @@ import time
 
 from .. import crowd
 from .. import results as run_results
-from ..containers import CONTAINER_PORT, container_ip, get_status, rss_kib, running, stop
-from ..docker import docker, progress
+from ..containers import CONTAINER_PORT, container_ip, get_status, rss_kib, running
+from ..docker import progress
+from ..image_measures import Target, load_study
 from ..load import summary, wrk
 from ..noise import Quietness, describe
 from ..processes import allow_open_files
 from ..render import ms, table
+from ..stopping import CONNECTIONS, stop_under_load
 from ..variants import PROJECT_IMAGES, VARIANTS
-from .image_study import Target, load_study
 
-CONNECTIONS = 64
 LORIS_ROUTE = ("Straight to the container's address: Docker's port proxy dials the server for each client in "
                "parallel, so through it a fresh client can arrive before hostile connections opened earlier.")
 FRESH_CLIENT_TIMEOUT = 5.0
@@ -57,28 +57,6 @@ def soak(tag: str, seconds: int) -> dict:
     growth = samples["rss_at_end_kib"] / samples["rss_at_10s_kib"] - 1
     return {**result, **samples, "seconds": seconds, "connections": CONNECTIONS, "rss_growth": growth,
             "ok": result["socket_errors"] == 0 and result["non_2xx"] == 0 and growth < 0.10}
-
-
-def stop_under_load(tag: str, seconds: int = 8, stop_after: float = 3.0, options: tuple[str, ...] = ()) -> dict:
-    with running(tag, *options) as (name, port):
-        outcome = {}
-
-        def stop_later() -> None:
-            time.sleep(stop_after)
-            outcome["stopped"] = stop(name)
-
-        stopper = threading.Thread(target=stop_later)
-        stopper.start()
-        received = wrk(port, seconds, CONNECTIONS, path="/hello/stop")
-        stopper.join()
-        logs = docker("logs", name, quiet=True)
-        exit_code = outcome["stopped"].exit_code
-    answered = sum(" GET /hello/stop 200 " in line for line in logs.stdout.splitlines())
-    return {"exit_code": exit_code, "stop_seconds": outcome["stopped"].seconds, "answered_by_server": answered,
-            "received_by_client": received["requests"], "lost": answered - received["requests"],
-            "client_socket_errors": received["socket_errors"], "client_non_2xx": received["non_2xx"],
-            "server_said": next((line for line in logs.stderr.splitlines() if "Stopped" in line), ""),
-            "ok": exit_code == 0 and answered == received["requests"]}
 
 
 def threads_before_after(tag: str, seconds: int) -> dict:

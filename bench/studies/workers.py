@@ -24,19 +24,18 @@ from pathlib import Path
 
 from .. import results as run_results
 from ..containers import CONTAINER_PORT, answers_while, container_ip, free_port, get_status, running, stop
-from ..docker import ROOT, docker, progress
+from ..docker import docker, progress
 from ..load import condense, require_wrk, summary, wrk
 from ..noise import Quietness, describe
 from ..processes import child_pids, start_service, stop_process
+from ..reference_servers import REFERENCE
 from ..render import mib, table, targets_table
-from ..variants import BENCH, IMAGE, VARIANTS, Variant
-from . import reliability
+from ..stopping import CONNECTIONS as STOP_CONNECTIONS
+from ..stopping import stop_under_load
+from ..variants import VARIANTS
 
-REFERENCE = Variant("reference", f"{IMAGE}:reference", BENCH / "reference" / "Dockerfile", ROOT,
-                    "the same app under gunicorn or granian, same slim base; for the bench only")
 THREADS = 8  # APP_THREADS's default; gunicorn gets the same threads per process
 IMAGES = ("slim", "distroless")  # the study's two, named here so that images added elsewhere stay out of it
-STOP_CONNECTIONS = reliability.CONNECTIONS
 GRANIAN_SHARE = 0.8  # towards the frontier: Rust I/O with Python only for the app
 
 
@@ -234,7 +233,7 @@ def stop_rows(plan: Plan) -> dict:
         progress(f"stop with 2 workers (and 1, interleaved): {tag}, idle ({plan.stop_runs} rounds) and under "
                  f"wrk -c{STOP_CONNECTIONS}")
         rows[image] = {**idle_stops(tag, plan.stop_runs),
-                       "under_load": reliability.stop_under_load(tag, options=("-eAPP_WORKERS=2",))}
+                       "under_load": stop_under_load(tag, options=("-eAPP_WORKERS=2",))}
     return rows
 
 

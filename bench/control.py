@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from ..containers import CONTAINER_PORT, answers, container_ip, free_port, remove
-from ..docker import ROOT, docker, progress
-from ..load import CONNECTIONS, summary, wrk
-from ..noise import Quietness
+from .containers import CONTAINER_PORT, answers, container_ip, free_port, remove
+from .docker import ROOT, docker, progress
+from .load import CONNECTIONS, summary, wrk
+from .noise import Quietness
 
 THREADS = 8
 FLOOR = 0.8  # `bench check` fails a run whose service served less than this share of plain waitress's

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..containers import (
+from .containers import (
     CONTAINER_PORT,
     READY_PATH,
     READY_SECONDS,
@@ -37,11 +37,11 @@ from ..containers import (
     stop,
     unique_name,
 )
-from ..docker import DockerError, docker, docker_command, image_exists, progress
-from ..load import condense, summary, wrk
-from ..noise import Quietness
-from ..openloop import open_loop
-from ..variants import Builder, Variant
+from .docker import DockerError, docker, docker_command, image_exists, progress
+from .load import condense, summary, wrk
+from .noise import Quietness
+from .openloop import open_loop
+from .variants import Builder, Variant
 
 NOOP = "noop"  # the floor for start-up: a container that starts and does nothing
 OPEN_LOOP_SHARES = (0.25, 0.50, 0.75)  # of the baseline's closed-loop throughput

@@ -3,9 +3,8 @@ baseline image) and an SVG chart; and the preset's targets. Works for the preset
 compare` of any images (where a measurement is missing, the image's problems say why). Older documents
 reach it through UPGRADES, in the current shape."""
 
-from .. import noise
-from ..render import bar, mb, mib, ms, ratio, table, targets_table, yes_no
-from . import control
+from . import control, noise
+from .render import bar, mb, mib, ms, ratio, table, targets_table, yes_no
 
 PRESET_BASELINE = "seed"
 PROJECT_IMAGES = ("slim", "distroless", "micro")
