@@ -1,5 +1,5 @@
 """The image study's report: results.json rendered as Markdown (a table per measurement, ratios to the
-baseline image) and an SVG chart; and the preset's targets. Works for the preset's runs and for `bench
+baseline image) and an SVG chart; and `study`'s targets. Works for `study`'s runs and for `bench
 compare` of any images (where a measurement is missing, the image's problems say why). Older documents
 reach it through UPGRADES, in the current shape."""
 
@@ -198,7 +198,7 @@ def startup_table(results: dict, base_name: str) -> str:
 
 
 def phases_section(results: dict) -> str:
-    """The start-up split into phases (the preset's runs); empty for `bench compare`."""
+    """The start-up split into phases (`study`'s runs); empty for `bench compare`."""
     phases = results.get("startup_phases")
     if not phases:
         return ""
@@ -267,7 +267,7 @@ free connection in a pool of 64 and that wait counts in its latency. p50 / p99 p
 
 
 def hardening_section(results: dict) -> str:
-    """The control: the service against plain waitress, same app, same threads (the preset's runs); empty for
+    """The control: the service against plain waitress, same app, same threads (`study`'s runs); empty for
     `bench compare`."""
     cost = results.get("hardening_cost")
     if not cost:
@@ -446,7 +446,7 @@ def render(results: dict) -> dict[str, str]:
 
 
 def evaluate(results: dict) -> dict:
-    """The preset's targets, read again from the figures (`bench compare` runs have none)."""
+    """`study`'s targets, read again from the figures (`bench compare` runs have none)."""
     if not results.get("compare"):
         results["targets"] = evaluate_targets(results)
     return results
@@ -465,7 +465,7 @@ def shape(results: dict) -> list[str]:
 
 
 def guarantees(results: dict) -> list[str]:
-    """The preset's: every project image stopped by itself (exit 0) in every run, and the service served at
+    """`study`'s: every project image stopped by itself (exit 0) in every run, and the service served at
     least control.FLOOR of what plain waitress served beside it. A compare run guarantees nothing of images
     it did not build."""
     if results.get("compare"):

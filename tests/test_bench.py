@@ -10,7 +10,7 @@ import support
 from bench import bases, image_report, verify
 from bench.image_measures import KINDS, kind_of, step_counts
 from bench.load import parse_wrk, summary
-from bench.studies import IMAGE_STUDY, reliability, workers
+from bench.studies import STUDY, reliability, workers
 from bench.variants import PROJECT_IMAGES, VARIANTS, Builder, naive_order
 
 WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:5000/hello/bench
@@ -140,19 +140,19 @@ def test_every_file_of_an_image_gets_one_kind_by_its_path(path, kind):
 
 def test_a_written_report_passes_the_check_and_a_tampered_one_fails(tmp_path):
     results = synthetic_results()
-    IMAGE_STUDY.write(image_report.evaluate(results), tmp_path)
-    assert IMAGE_STUDY.check(tmp_path) == []
+    STUDY.write(image_report.evaluate(results), tmp_path)
+    assert STUDY.check(tmp_path) == []
     text = (tmp_path / "report.md").read_text()
     assert "## Throughput" in text and "| `seed` |" in text and "4.17×" in text
     assert "| image | interpreter | shared libraries |" in text and "| `micro` |" in text
     assert "| `micro` | 250 ms | 100 ms | 50 ms | 40 ms | 390 ms | 3 |" in text  # start-up phases
     (tmp_path / "report.md").write_text(text.replace("## Throughput", "## Speed"))
-    assert IMAGE_STUDY.check(tmp_path)
+    assert STUDY.check(tmp_path)
     (tmp_path / "chart.svg").write_text("<svg")
-    assert any("chart.svg" in problem for problem in IMAGE_STUDY.check(tmp_path))
+    assert any("chart.svg" in problem for problem in STUDY.check(tmp_path))
 
 
-@pytest.mark.parametrize("study", [IMAGE_STUDY, workers.STUDY], ids=lambda study: study.name)
+@pytest.mark.parametrize("study", [STUDY, workers.STUDY], ids=lambda study: study.name)
 def test_the_committed_full_runs_render_and_pass_the_check(study):
     from conftest import ROOT
 
@@ -203,20 +203,20 @@ def test_a_document_of_an_older_format_is_upgraded_when_loaded_and_written_in_th
     results = synthetic_results()
     older = {key: value for key, value in results.items() if key not in ("baseline", "request", "date")}
     older["machine"] = {**results["machine"], "date": "d"}
-    (tmp_path / IMAGE_STUDY.json).write_text(json.dumps(older))
-    loaded = IMAGE_STUDY.load(tmp_path)
+    (tmp_path / STUDY.json).write_text(json.dumps(older))
+    loaded = STUDY.load(tmp_path)
     assert (loaded["baseline"], loaded["request"]["url"], loaded["date"]) == ("seed", "/hello/bench", "d")
-    IMAGE_STUDY.write(loaded, tmp_path)
-    assert json.loads((tmp_path / IMAGE_STUDY.json).read_text())["format"] == IMAGE_STUDY.version == 2
-    assert IMAGE_STUDY.check(tmp_path) == []
+    STUDY.write(loaded, tmp_path)
+    assert json.loads((tmp_path / STUDY.json).read_text())["format"] == STUDY.version == 2
+    assert STUDY.check(tmp_path) == []
 
 
 def test_writing_one_study_leaves_the_other_studies_files_alone(tmp_path):
-    IMAGE_STUDY.write(image_report.evaluate(synthetic_results()), tmp_path)
+    STUDY.write(image_report.evaluate(synthetic_results()), tmp_path)
     before = {path.name: path.read_text() for path in tmp_path.iterdir()}
     reliability.STUDY.write(reliability.evaluate(synthetic_reliability()), tmp_path)
     assert {name: (tmp_path / name).read_text() for name in before} == before
-    assert IMAGE_STUDY.check(tmp_path) == []
+    assert STUDY.check(tmp_path) == []
 
 
 def synthetic_reliability(**stop: int) -> dict:
@@ -259,9 +259,8 @@ def test_bench_check_fails_on_a_broken_guarantee_even_when_every_file_renders(tm
     from bench.cli import main
 
     results = image_report.evaluate(synthetic_results())
-    IMAGE_STUDY.write(results, tmp_path)
+    STUDY.write(results, tmp_path)
     reliability.STUDY.write(reliability.evaluate(synthetic_reliability()), tmp_path)
-    IMAGE_STUDY.write(results, tmp_path)  # report.md links the reliability results once they exist
     assert main(["check", str(tmp_path)]) == 0
     reliability.STUDY.write(reliability.evaluate(synthetic_reliability(received_by_client=90, lost=10)), tmp_path)
     assert main(["check", str(tmp_path)]) == 1

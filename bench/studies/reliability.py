@@ -28,7 +28,7 @@ from .. import crowd
 from .. import results as run_results
 from ..containers import CONTAINER_PORT, container_ip, get_status, rss_kib, running
 from ..docker import progress
-from ..image_measures import Target, load_study
+from ..image_measures import Subject, load_study
 from ..load import summary, wrk
 from ..noise import Quietness, describe
 from ..processes import allow_open_files
@@ -61,7 +61,7 @@ def soak(tag: str, seconds: int) -> dict:
 
 def threads_before_after(tag: str, seconds: int) -> dict:
     """waitress's default 4 worker threads against this project's 8, same image, same load."""
-    return {str(threads): load_study(Target(tag, tag, env=(f"APP_THREADS={threads}",)), seconds, CONNECTIONS, runs=2)
+    return {str(threads): load_study(Subject(tag, tag, env=(f"APP_THREADS={threads}",)), seconds, CONNECTIONS, runs=2)
             for threads in (4, 8)}
 
 
@@ -148,7 +148,7 @@ def select_against_poll(tag: str, seconds: int, rounds: int) -> dict:
     runs: dict[str, list[dict]] = {"select": [], "poll": []}
     for _ in range(rounds):
         for loop, limit in (("select", 1000), ("poll", 2000)):
-            runs[loop].append(load_study(Target(tag, tag, env=(f"APP_CONNECTION_LIMIT={limit}",)), seconds, 16,
+            runs[loop].append(load_study(Subject(tag, tag, env=(f"APP_CONNECTION_LIMIT={limit}",)), seconds, 16,
                                          runs=1))
     return {loop: {"requests_per_second": summary([r["requests_per_second"]["median"] for r in results]),
                    "p99_seconds": statistics.median(r["p99_seconds"] for r in results),

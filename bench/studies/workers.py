@@ -25,7 +25,7 @@ from pathlib import Path
 from .. import results as run_results
 from ..containers import CONTAINER_PORT, answers_while, container_ip, free_port, get_status, running, stop
 from ..docker import docker, progress
-from ..load import condense, require_wrk, summary, wrk
+from ..load import require_wrk, summarise_wrk_runs, summary, wrk
 from ..noise import Quietness, describe
 from ..processes import child_pids, start_service, stop_process
 from ..reference_servers import REFERENCE
@@ -177,7 +177,7 @@ def route_runs(name: str, port: int, plan: Plan) -> dict:
     for _ in range(plan.runs):
         routes["published"].append(wrk(port, plan.seconds, plan.connections))
         routes["direct"].append(wrk(CONTAINER_PORT, plan.seconds, plan.connections, host=ip))
-    return {"routes": {route: condense(attempts) for route, attempts in routes.items()},
+    return {"routes": {route: summarise_wrk_runs(attempts) for route, attempts in routes.items()},
             "idle_processes": idle, "idle_rss_total_kib": sum(p["rss_kib"] for p in idle),
             "idle_pss_total_kib": sum(p["pss_kib"] or 0 for p in idle), "process_count": len(idle)}
 
