@@ -10,7 +10,7 @@ from pathlib import Path
 from . import bases, verify
 from .docker import DockerError
 from .results import Study
-from .studies import IMAGE_STUDY, STUDIES, by_files
+from .studies import STUDIES, STUDY, by_files
 from .variants import PROJECT_IMAGES, Builder
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest"
@@ -66,7 +66,7 @@ def parser_for() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
     parsers = {study.name: add_study_parser(commands, study) for study in STUDIES}
     parser.epilog = ("without a sub-command, these options of `study` apply (python -m bench --offline --quick):\n"
-                     + option_lines(parsers[IMAGE_STUDY.name]) + "\n\neach sub-command has its own: python -m bench "
+                     + option_lines(parsers[STUDY.name]) + "\n\neach sub-command has its own: python -m bench "
                      "SUB --help.\nHELLO_API_IMAGE names the image repository built and run (default hello-api).")
     make = commands.add_parser("bases", help="make both base images from Debian trixie packages (no registry)")
     make.add_argument("--rebuild", action="store_true", help="make them again even if they exist")
@@ -87,7 +87,7 @@ def parser_for() -> argparse.ArgumentParser:
 
 def run(argv: list[str]) -> int:
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
-        argv = [IMAGE_STUDY.name, *argv]
+        argv = [STUDY.name, *argv]
     options = parser_for().parse_args(argv)
     options.command_line = shlex.join(["python", "-m", "bench", *argv])
     if getattr(options, "study", None):
@@ -117,8 +117,6 @@ def run_study(study: Study, options: argparse.Namespace) -> int:
         options.builder = Builder.choose(options.bases)
     results = study.run(options)
     study.write(results, options.output)
-    if study.json != IMAGE_STUDY.json and IMAGE_STUDY.holds(options.output):
-        IMAGE_STUDY.rerender(options.output)  # report.md links the other studies' reports beside it
     broken = study.guarantees(results)
     gaps = study.gaps(results)
     for line in [f"guarantee broken: {problem}" for problem in broken] + [f"not measured: {gap}" for gap in gaps]:

@@ -66,7 +66,7 @@ def median_run(attempts: list[dict]) -> dict:
     return attempts[rps.index(statistics.median_low(rps))]
 
 
-def condense(attempts: list[dict]) -> dict:
+def summarise_wrk_runs(attempts: list[dict]) -> dict:
     """Repeated wrk runs: throughput's summary, the median run's p50 and p99, errors summed, runs kept."""
     middle = median_run(attempts)
     return {"requests_per_second": summary([a["requests_per_second"] for a in attempts]),

@@ -4,6 +4,10 @@ A study is one module under bench/studies/ that declares a `Study`: its sub-comm
 it writes (its JSON first, then what renders from that JSON), how it runs, how its targets and guarantees
 are read from the figures, and what a complete run holds. `cli.py` only parses arguments and runs one;
 `bench report` and `bench check` go through every study whose JSON a directory holds.
+
+Every study's JSON carries its format version under FORMAT_KEY (a document written before versions were
+recorded is version 1). A study lists the steps from each version to the next, and `upgraded` (the one place
+a document is read) applies them in turn, as pyperf's _bench.py does: renderers only see the current shape.
 """
 
 import argparse
@@ -40,9 +44,23 @@ def docker_version() -> str:
     return docker("version", "--format", "{{.Server.Version}}", quiet=True).stdout.strip()
 
 
-def markdown_file(name: str, markdown: Callable[[dict], str]) -> Callable[[dict, Path], dict[str, str]]:
+def markdown_file(name: str, markdown: Callable[[dict], str]) -> Callable[[dict], dict[str, str]]:
     """A study's `render` when all it renders is one Markdown file."""
-    return lambda results, _directory: {name: markdown(results)}
+    return lambda results: {name: markdown(results)}
+
+
+FORMAT_KEY = "format"
+Upgrade = Callable[[dict], dict]  # one step: a document of version N in, the same figures at version N + 1 out
+
+
+def upgraded(document: dict, upgrades: tuple[Upgrade, ...]) -> dict:
+    """`document` in the current format: every step from its version on applied in order."""
+    version = document.pop(FORMAT_KEY, 1)
+    if version > len(upgrades) + 1:
+        raise RuntimeError(f"format {version} is newer than this bench reads ({len(upgrades) + 1}): update the bench")
+    for step in upgrades[version - 1:]:
+        document = step(document)
+    return document
 
 
 def nothing(_: dict) -> list[str]:
@@ -60,7 +78,7 @@ class Study:
     files: tuple[str, ...]  # the JSON first, then every file rendered from it
     add_options: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], dict]  # measures; the caller writes what it returns
-    render: Callable[[dict, Path], dict[str, str]]  # file name -> text, from the JSON (and its directory)
+    render: Callable[[dict], dict[str, str]]  # file name -> text, from the JSON alone
     evaluate: Callable[[dict], dict] = unchanged  # the targets, read again from the figures
     guarantees: Callable[[dict], list[str]] = nothing  # what a run must not break; broken: exit 1
     gaps: Callable[[dict], list[str]] = nothing  # what it could not measure, and why; any: exit 3
@@ -68,6 +86,12 @@ class Study:
     plans: dict[str, object] | None = None  # "quick" and "full": its runs and durations, as options.plan
     description: str = ""  # its --help text, when the summary is not enough
     builds: bool = False  # needs images built: gets `--bases` and a Builder as options.builder
+    upgrades: tuple[Upgrade, ...] = ()  # step N turns a version-N document into version N + 1
+
+    @property
+    def version(self) -> int:
+        """The format this bench writes: one more than the steps that lead to it."""
+        return len(self.upgrades) + 1
 
     @property
     def json(self) -> str:
@@ -77,12 +101,15 @@ class Study:
         return (directory / self.json).is_file()
 
     def load(self, directory: Path) -> dict:
-        return self.evaluate(json.loads((directory / self.json).read_text()))
+        """The study's JSON in `directory`, upgraded to the current format, its targets read again."""
+        return self.evaluate(upgraded(json.loads((directory / self.json).read_text()), self.upgrades))
 
     def write(self, results: dict, directory: Path) -> None:
+        """Its own files only: the JSON (format version first) and what renders from it."""
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / self.json).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-        for name, text in self.render(results, directory).items():
+        document = {FORMAT_KEY: self.version, **{k: v for k, v in results.items() if k != FORMAT_KEY}}
+        (directory / self.json).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        for name, text in self.render(results).items():
             (directory / name).write_text(text)
         progress(f"results in {directory}/: {', '.join(self.files)}")
 
@@ -93,7 +120,7 @@ class Study:
         """Problems with this study's files in `directory`: missing, stale, incomplete, guarantees broken."""
         results = self.load(directory)
         problems = [f"{self.json}: {problem}" for problem in self.shape(results)]
-        for name, text in self.render(results, directory).items():
+        for name, text in self.render(results).items():
             if not (directory / name).is_file() or (directory / name).read_text() != text:
                 problems.append(f"{name} is missing or not what {self.json} renders to: run "
                                 f"python -m bench report {directory}")

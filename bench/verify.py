@@ -25,7 +25,7 @@ from images import sbom
 
 from . import bases
 from .docker import docker, image_exists, progress
-from .studies.image_study import exported
+from .image_measures import exported
 from .variants import GENERATED, PROJECT_IMAGES, REGISTRY_BASES, VARIANTS, Builder
 
 RECORDS = GENERATED / "sbom"

@@ -1,14 +1,16 @@
 """The bench's own logic, without Docker: parsing wrk and BuildKit, statistics, the report and its check."""
 
+import ast
 import json
+from pathlib import Path
 
 import pytest
 import support
 
-from bench import bases, verify
+from bench import bases, image_report, verify
+from bench.image_measures import KINDS, kind_of, step_counts
 from bench.load import parse_wrk, summary
-from bench.studies import IMAGE_STUDY, image_report, reliability, workers
-from bench.studies.image_study import KINDS, kind_of, step_counts
+from bench.studies import STUDY, reliability, workers
 from bench.variants import PROJECT_IMAGES, VARIANTS, Builder, naive_order
 
 WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:5000/hello/bench
@@ -89,7 +91,8 @@ def synthetic_results() -> dict:
         }
 
     return {"label": "synthetic", "mode": "quick", "plan": {"startup_runs": 3, "stop_runs": 3, "load_runs": 2},
-            "machine": {"date": "d", "platform": "p", "cpus": 2, "docker_server": "20.10", "bases": "local"},
+            "date": "d", "baseline": "seed", "request": {"port": 5000, "ready": "/health", "url": "/hello/bench"},
+            "machine": {"platform": "p", "cpus": 2, "docker_server": "20.10", "bases": "local"},
             "noop_startup": summary([0.3, 0.31, 0.29]),
             "startup_phases": {"micro": {"docker": 0.25, "python": 0.1, "first_answer": 0.04, "total": 0.39,
                                          "imports": 0.05, "runs": 3}},
@@ -137,19 +140,19 @@ def test_every_file_of_an_image_gets_one_kind_by_its_path(path, kind):
 
 def test_a_written_report_passes_the_check_and_a_tampered_one_fails(tmp_path):
     results = synthetic_results()
-    IMAGE_STUDY.write(image_report.evaluate(results), tmp_path)
-    assert IMAGE_STUDY.check(tmp_path) == []
+    STUDY.write(image_report.evaluate(results), tmp_path)
+    assert STUDY.check(tmp_path) == []
     text = (tmp_path / "report.md").read_text()
     assert "## Throughput" in text and "| `seed` |" in text and "4.17×" in text
     assert "| image | interpreter | shared libraries |" in text and "| `micro` |" in text
     assert "| `micro` | 250 ms | 100 ms | 50 ms | 40 ms | 390 ms | 3 |" in text  # start-up phases
     (tmp_path / "report.md").write_text(text.replace("## Throughput", "## Speed"))
-    assert IMAGE_STUDY.check(tmp_path)
+    assert STUDY.check(tmp_path)
     (tmp_path / "chart.svg").write_text("<svg")
-    assert any("chart.svg" in problem for problem in IMAGE_STUDY.check(tmp_path))
+    assert any("chart.svg" in problem for problem in STUDY.check(tmp_path))
 
 
-@pytest.mark.parametrize("study", [IMAGE_STUDY, workers.STUDY], ids=lambda study: study.name)
+@pytest.mark.parametrize("study", [STUDY, workers.STUDY], ids=lambda study: study.name)
 def test_the_committed_full_runs_render_and_pass_the_check(study):
     from conftest import ROOT
 
@@ -158,6 +161,62 @@ def test_the_committed_full_runs_render_and_pass_the_check(study):
     for directory in committed:
         assert study.check(directory) == [], directory
         assert json.loads((directory / study.json).read_text())["mode"] == "full"
+
+
+def studies_imported(path: Path, studies: set[str]) -> set[str]:
+    """The modules of bench/studies/ (named in `studies`) that the module at `path` imports, however spelled."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = ("bench.studies", "bench")[node.level - 1] if node.level else ""
+            module = ".".join(part for part in (base, node.module) if part)
+            names = {module} | {f"{module}.{alias.name}" for alias in node.names}
+        else:
+            continue
+        found |= {name.split(".")[2] for name in names if name.startswith("bench.studies.")} & studies
+    return found
+
+
+def test_no_study_imports_another_study():
+    from conftest import ROOT
+
+    modules = {path.stem: path for path in (ROOT / "bench" / "studies").glob("*.py") if path.stem != "__init__"}
+    sideways = {name: sorted(found) for name, path in modules.items()
+                if (found := studies_imported(path, set(modules)) - {name})}
+    assert sideways == {}, f"studies import other studies; move what they share to the bench core: {sideways}"
+
+
+def test_every_committed_run_of_every_study_passes_the_check():
+    from conftest import ROOT
+
+    from bench.studies import by_files
+
+    for study in by_files():
+        for directory in sorted(p.parent for p in (ROOT / "bench" / "results").glob(f"*/{study.json}")):
+            assert study.check(directory) == [], directory
+            assert json.loads((directory / study.json).read_text())["format"] == study.version, directory
+
+
+def test_a_document_of_an_older_format_is_upgraded_when_loaded_and_written_in_the_current_one(tmp_path):
+    results = synthetic_results()
+    older = {key: value for key, value in results.items() if key not in ("baseline", "request", "date")}
+    older["machine"] = {**results["machine"], "date": "d"}
+    (tmp_path / STUDY.json).write_text(json.dumps(older))
+    loaded = STUDY.load(tmp_path)
+    assert (loaded["baseline"], loaded["request"]["url"], loaded["date"]) == ("seed", "/hello/bench", "d")
+    STUDY.write(loaded, tmp_path)
+    assert json.loads((tmp_path / STUDY.json).read_text())["format"] == STUDY.version == 2
+    assert STUDY.check(tmp_path) == []
+
+
+def test_writing_one_study_leaves_the_other_studies_files_alone(tmp_path):
+    STUDY.write(image_report.evaluate(synthetic_results()), tmp_path)
+    before = {path.name: path.read_text() for path in tmp_path.iterdir()}
+    reliability.STUDY.write(reliability.evaluate(synthetic_reliability()), tmp_path)
+    assert {name: (tmp_path / name).read_text() for name in before} == before
+    assert STUDY.check(tmp_path) == []
 
 
 def synthetic_reliability(**stop: int) -> dict:
@@ -173,7 +232,9 @@ def synthetic_reliability(**stop: int) -> dict:
                                                               "lockout": lockout}},
             "tuning": {"threads": {"8": {"requests_per_second": summary([2000.0]), "p50_seconds": 0.01,
                                          "p99_seconds": 0.05, "socket_errors": 0, "seconds": 5}},
-                       "connection_limit": {"half_sent_connections": 300, "fresh_client_served": {}}}}
+                       "connection_limit": {"half_sent_connections": 300, "fresh_client_served": {},
+                                            "route": "direct"}},
+            "crowd": []}
 
 
 def test_guarantees_hold_for_a_clean_run_and_break_on_a_lost_request_or_a_kill():
@@ -198,9 +259,8 @@ def test_bench_check_fails_on_a_broken_guarantee_even_when_every_file_renders(tm
     from bench.cli import main
 
     results = image_report.evaluate(synthetic_results())
-    IMAGE_STUDY.write(results, tmp_path)
+    STUDY.write(results, tmp_path)
     reliability.STUDY.write(reliability.evaluate(synthetic_reliability()), tmp_path)
-    IMAGE_STUDY.write(results, tmp_path)  # report.md links the reliability results once they exist
     assert main(["check", str(tmp_path)]) == 0
     reliability.STUDY.write(reliability.evaluate(synthetic_reliability(received_by_client=90, lost=10)), tmp_path)
     assert main(["check", str(tmp_path)]) == 1
@@ -225,7 +285,7 @@ def test_the_bench_help_shows_the_study_options_that_apply_without_a_sub_command
 
 
 def test_the_start_up_study_reads_the_serving_line_s_utc_stamp():
-    from bench.studies.image_study import SERVING_LINE, epoch
+    from bench.image_measures import SERVING_LINE, epoch
     stderr = ("2026-12-01T20:16:27.525Z WARNING service: APP_X is not a setting of this service\n"
               "2026-12-01T20:16:27.531Z INFO service.lifecycle: hello-api 1.0.0 serving environment=x on http://[::]:5000\n")
     serving = SERVING_LINE.search(stderr)

@@ -19,8 +19,8 @@ from conftest import ROOT, unavailable
 
 from bench import bases
 from bench.docker import docker, image_exists
-from bench.studies import IMAGE_STUDY
-from bench.studies.compare import CompareError, code_file, dependency_file, parse_build, parse_image, targets_from
+from bench.studies import STUDY
+from bench.studies.compare import CompareError, code_file, dependency_file, parse_build, parse_image, subjects_from
 from bench.variants import IMAGE
 
 SERVED = 'WORKDIR /srv\nRUN echo ok > health && echo hi > hello\nCMD ["python3", "-m", "http.server", "8000"]\n'
@@ -67,18 +67,18 @@ def test_an_image_is_labelled_by_itself_or_by_the_label_before_the_equals_sign()
 
 
 def test_the_baseline_comes_first_and_a_wrong_one_is_named_with_the_labels_there_are():
-    targets, base = targets_from(options("a=one", "b=two", baseline="b"))
-    assert [t.label for t in targets] == ["b", "a"] and base == "b"
+    subjects, base = subjects_from(options("a=one", "b=two", baseline="b"))
+    assert [t.label for t in subjects] == ["b", "a"] and base == "b"
     with pytest.raises(CompareError, match="not one of the images' labels: a, b"):
-        targets_from(options("a=one", "b=two", baseline="c"))
+        subjects_from(options("a=one", "b=two", baseline="c"))
     with pytest.raises(CompareError, match="name more than one image"):
-        targets_from(options("a=one", "a=two"))
+        subjects_from(options("a=one", "a=two"))
     with pytest.raises(CompareError, match="name at least one image"):
-        targets_from(options())
+        subjects_from(options())
     with pytest.raises(CompareError, match="KEY=VALUE"):
-        targets_from(options("a=one", env=["NOVALUE"]))
+        subjects_from(options("a=one", env=["NOVALUE"]))
     with pytest.raises(CompareError, match="positive"):
-        targets_from(options("a=one", ready_seconds=0))
+        subjects_from(options("a=one", ready_seconds=0))
 
 
 def test_a_build_entry_names_a_dockerfile_that_exists_and_its_context_defaults_to_its_folder(tmp_path):
@@ -104,7 +104,7 @@ def test_a_code_edit_goes_to_the_shallowest_python_file_outside_tests_and_virtua
 
 def test_memory_that_cannot_be_read_on_this_host_is_none_with_the_reason(monkeypatch):
     from bench import containers
-    from bench.studies.image_study import Memory
+    from bench.image_measures import Memory
 
     monkeypatch.setattr(containers, "host_pid", lambda name: 2 ** 22 + 7)  # above Linux's pid_max
     memory = Memory("any-container")
@@ -212,7 +212,7 @@ def test_the_compare_report_has_every_column_filled_or_explained_and_passes_the_
     assert "## What could not be measured" in report and "- `exits`: " in report
     assert "## Latency at fixed rates" in report and "## Build cache" in report
     assert "| `notfound` |" in report and "– (no load)" in report
-    assert IMAGE_STUDY.check(output) == []
+    assert STUDY.check(output) == []
 
 
 @pytest.mark.docker

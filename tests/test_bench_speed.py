@@ -11,11 +11,11 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from test_bench import synthetic_results
 
-from bench import noise
+from bench import control as overhead
+from bench import image_report, noise
 from bench.cli import main
 from bench.openloop import open_loop, percentile
-from bench.studies import IMAGE_STUDY, image_report, latency
-from bench.studies import control as overhead
+from bench.studies import STUDY, latency
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -110,8 +110,8 @@ def test_a_run_with_a_busy_sample_is_marked_noisy_in_its_report():
 def control(service_rps: list[float], plain_rps: list[float]) -> dict:
     run = lambda rps: {"requests_per_second": rps, "p99_seconds": 0.01, "socket_errors": 0, "non_2xx": 0}  # noqa: E731
     route = overhead.Route("loopback, 8 threads", 8, False)
-    return overhead.condense(route, {"service": [run(r) for r in service_rps], "plain": [run(r) for r in plain_rps]},
-                             seconds=5)
+    samples = {"service": [run(r) for r in service_rps], "plain": [run(r) for r in plain_rps]}
+    return overhead.service_against_plain(route, samples, seconds=5)
 
 
 def test_the_control_ratio_is_taken_round_by_round():
@@ -123,11 +123,11 @@ def test_the_control_ratio_is_taken_round_by_round():
 def test_a_hardening_cost_below_the_floor_breaks_a_guarantee_and_fails_bench_check(tmp_path):
     results = synthetic_results()
     results["hardening_cost"] = {"loopback, 8 threads": control([1000.0] * 3, [1000.0] * 3)}
-    IMAGE_STUDY.write(image_report.evaluate(results), tmp_path)
+    STUDY.write(image_report.evaluate(results), tmp_path)
     assert study_failures(results) == []
     assert main(["check", str(tmp_path)]) == 0
     results["hardening_cost"] = {"loopback, 8 threads": control([700.0] * 3, [1000.0] * 3)}
-    IMAGE_STUDY.write(results, tmp_path)
+    STUDY.write(results, tmp_path)
     assert study_failures(results) == [
         "hardening cost, loopback, 8 threads: the service served 0.70× what plain waitress served in the same run "
         "(floor 0.8×): a slowdown of the transport; profile it (py-spy record --threads --idle) against the "
@@ -155,7 +155,7 @@ def synthetic_latency() -> dict:
     p99 = {"seed": 0.040, "slim": 0.010, "distroless": 0.030, "micro": 0.005, "gunicorn 1×8": 0.020,
            "granian 1": 0.004}
     return {"plan": latency.PLANS["quick"], "seed_capacity": 400.0, "rates": [100], "shares": [0.25],
-            "targets": {label: {"100": at(p99[label])} for label in latency.TARGETS},
+            "subjects": {label: {"100": at(p99[label])} for label in latency.SUBJECTS},
             "noise": noise.summarise([])}
 
 
@@ -168,20 +168,20 @@ def test_the_latency_targets_compare_each_image_with_seed_and_gunicorn_at_the_sa
 
 def test_a_latency_report_renders_and_a_tampered_one_fails_the_check(tmp_path):
     results = synthetic_latency()
-    results["goals"] = latency.evaluate_targets(results)
+    results["targets"] = latency.evaluate_targets(results)
     latency.STUDY.write(results, tmp_path)
     assert latency.STUDY.check(tmp_path) == []
     assert "| `slim` | 2.50 / 10.00 / 20.00 |" in (tmp_path / "latency.md").read_text()
     (tmp_path / "latency.md").write_text("edited by hand")
     assert latency.STUDY.check(tmp_path)
-    del results["targets"]["granian 1"]
-    (tmp_path / "latency.json").write_text(json.dumps(results))
-    assert any("not every target" in p for p in latency.STUDY.check(tmp_path))
+    del results["subjects"]["granian 1"]
+    (tmp_path / "latency.json").write_text(json.dumps({"format": latency.STUDY.version, **results}))
+    assert any("not every subject" in p for p in latency.STUDY.check(tmp_path))
 
 
 
 def test_bench_commits_unpacks_a_revisions_service_and_names_a_bad_revision(tmp_path, capsys):
-    from bench.studies.commits import source_tree
+    from bench.revisions import source_tree
 
     tree = source_tree("HEAD", tmp_path)
     assert (tree / "service" / "server.py").is_file()
@@ -192,11 +192,11 @@ def test_bench_commits_unpacks_a_revisions_service_and_names_a_bad_revision(tmp_
 def test_the_latency_figures_come_from_the_round_with_the_median_p99_the_worse_of_two():
     rounds = [{"p50_seconds": p99 / 4, "p99_seconds": p99, "p999_seconds": p99 * 2, "sent": 10, "errors": 0,
                "non_2xx": 0, "achieved_rate": 100.0, "send_lateness_p99_seconds": 0.001} for p99 in (0.002, 0.009)]
-    condensed = latency.condense(rounds)
+    condensed = latency.median_p99_round(rounds)
     assert condensed["p99_seconds"] == 0.009 and condensed["p50_seconds"] == 0.009 / 4
     assert (condensed["p99_min_seconds"], condensed["p99_max_seconds"]) == (0.002, 0.009)
     assert len(condensed["rounds"]) == 2
-    assert latency.condense([*rounds, {**rounds[0], "p99_seconds": 0.005}])["p99_seconds"] == 0.005
+    assert latency.median_p99_round([*rounds, {**rounds[0], "p99_seconds": 0.005}])["p99_seconds"] == 0.005
 
 
 def test_a_profile_is_summarised_per_thread_group_as_shares_of_all_samples():

@@ -32,6 +32,7 @@ def synthetic(lost: int = 0) -> dict:
             "kill_run": {}, "kill_run_failures": 8, "worker_restarted": True, "exit_code": 0}
     results = {
         "mode": "quick", "date": "2026-11-25T00:00:00Z", "command": "python -m bench workers --quick",
+        "load_average": {"start": 0.5, "end": 0.7},
         "plan": workers.PLANS["quick"].__dict__,
         "cpus": {"host_cpus": 2, "host_affinity": 2, "container_auto_workers": 2, "container_cpus_allowed": 2,
                  "container_cpu_quota": None},

@@ -15,6 +15,7 @@ import yaml
 from conftest import ROOT, require_image
 from support import docker
 
+from bench import deploy
 from bench.studies import rollout
 from service.config import Settings
 
@@ -104,7 +105,7 @@ def test_the_service_and_the_budget_select_the_deployments_pods():
 
 def compose_config() -> dict:
     """compose.yaml as Compose itself reads it (interpolated, defaults filled in)."""
-    result = subprocess.run([*rollout.compose_command(), "-f", str(rollout.COMPOSE_FILE), "config", "--format",
+    result = subprocess.run([*deploy.compose_command(), "-f", str(deploy.COMPOSE_FILE), "config", "--format",
                              "json"], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)["services"]["api"]
@@ -138,7 +139,7 @@ def hardening(label: str) -> list[dict]:
 def test_compose_up_answers_on_the_published_port_from_a_locked_down_container(engine):
     require_image("distroless")
     project = f"hello-api-test-{uuid.uuid4().hex[:8]}"
-    with rollout.compose_project(project) as port:
+    with deploy.compose_project(project) as port:
         answer = requests.get(f"http://127.0.0.1:{port}/hello/compose", timeout=5)
         (container,) = hardening(f"com.docker.compose.project={project}")
     assert answer.status_code == 200
@@ -171,7 +172,7 @@ def test_the_balancer_retries_only_idempotent_requests_at_layer_7():
 def swarm(engine):
     """Swarm mode for these tests; left again afterwards if they initialised it."""
     require_image("lb")
-    with rollout.swarm_mode():
+    with deploy.swarm_mode():
         yield
 
 
@@ -180,7 +181,7 @@ def stack(swarm, image: str):
     """The stack with one replica of the image behind both balancers: (service name, balancer ports)."""
     require_image(image)
     name = f"hello-api-test-{uuid.uuid4().hex[:8]}"
-    with rollout.deployed_stack(name, image, replicas=1) as ports:
+    with deploy.deployed_stack(name, image, replicas=1) as ports:
         yield f"{name}_api", ports
 
 
@@ -222,7 +223,7 @@ def test_the_committed_rollout_results_render_to_their_report():
 
 
 def test_a_request_lost_by_a_project_image_breaks_the_rollout_guarantee_one_lost_by_the_seed_does_not():
-    results = json.loads((ROOT / "bench" / "results" / "2026-11-25-rollout" / "rollout.json").read_text())
+    results = json.loads((ROOT / "bench" / "results" / "2026-11-25-rollout-3" / "rollout.json").read_text())
     assert rollout.failures(results) == []
     assert results["images"]["seed"]["runs"][0]["no_retry"]["failed"] > 0  # the tutorial's losses are reported
     results["images"]["distroless"]["runs"][1]["no_retry"]["failed"] = 1

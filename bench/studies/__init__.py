@@ -1,17 +1,17 @@
 """The studies, one module each; every one declares a `results.Study` (see bench/results.py)."""
 
-from . import commits, compare, latency, preset, profile, reliability, rollout, workers
+from . import commits, compare, latency, profile, reliability, rollout, study, workers
 
-STUDIES = (preset.STUDY, compare.STUDY, reliability.STUDY, latency.STUDY, workers.STUDY, rollout.STUDY,
+STUDIES = (study.STUDY, compare.STUDY, reliability.STUDY, latency.STUDY, workers.STUDY, rollout.STUDY,
            commits.STUDY, profile.STUDY)
-IMAGE_STUDY = preset.STUDY  # `compare` writes the same files; `report` and `check` read them through this one
+STUDY = study.STUDY  # the default; `compare` writes the same files, `report` and `check` read them through this
 
 
 def by_files() -> list:
     """One study per JSON file name: what `report` and `check` go through."""
     seen, distinct = set(), []
-    for study in STUDIES:
-        if study.json not in seen:
-            seen.add(study.json)
-            distinct.append(study)
+    for declared in STUDIES:
+        if declared.json not in seen:
+            seen.add(declared.json)
+            distinct.append(declared)
     return distinct

@@ -7,36 +7,19 @@ serving today's app as the control; wrk loads them in alternating rounds, the or
 """
 
 import argparse
-import subprocess
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
 from .. import results as run_results
-from ..docker import ROOT, progress
+from ..control import THREADS, host_server
+from ..docker import progress
 from ..load import CONNECTIONS, summary, wrk
 from ..noise import Quietness, describe
 from ..render import table
-from .control import THREADS, host_server
+from ..revisions import described, source_tree
 
 CONTROL = "plain waitress"
-
-
-def source_tree(revision: str, into: Path) -> Path:
-    """`service/` as it was at `revision`, unpacked under `into`."""
-    tree = into / revision.replace("/", "_")
-    tree.mkdir()
-    archive = subprocess.run(["git", "archive", revision, "service"], cwd=ROOT, capture_output=True, check=False)
-    if archive.returncode != 0:
-        raise RuntimeError(f"git archive {revision} service failed: {archive.stderr.decode().strip()}; name a "
-                           "commit of this repository that has service/")
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
-    return tree
-
-
-def described(revision: str) -> str:
-    return subprocess.run(["git", "log", "-1", "--format=%h %s", revision], cwd=ROOT, capture_output=True,
-                          text=True, check=True).stdout.strip()[:100]
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -50,16 +33,16 @@ def run(options: argparse.Namespace) -> dict:
     quietness = Quietness()
     samples: dict[str, list[dict]] = {label: [] for label in [*revisions, CONTROL]}
     with tempfile.TemporaryDirectory(prefix="hello-api-commits-") as work, ExitStack() as stack:
-        targets = {rev: stack.enter_context(host_server("service", THREADS, source_tree(rev, Path(work))))
+        servers = {rev: stack.enter_context(host_server("service", THREADS, source_tree(rev, Path(work))))
                    for rev in revisions}
-        targets[CONTROL] = stack.enter_context(host_server("plain", THREADS))
-        for target in targets.values():
-            wrk(target.port, 1, CONNECTIONS, host=target.host)  # warm-up
+        servers[CONTROL] = stack.enter_context(host_server("plain", THREADS))
+        for server in servers.values():
+            wrk(server.port, 1, CONNECTIONS, host=server.host)  # warm-up
         with quietness.around("alternating rounds"):
             for number in range(rounds):
-                order = list(targets) if number % 2 == 0 else list(targets)[::-1]
+                order = list(servers) if number % 2 == 0 else list(servers)[::-1]
                 for label in order:
-                    samples[label].append(wrk(targets[label].port, seconds, CONNECTIONS, host=targets[label].host))
+                    samples[label].append(wrk(servers[label].port, seconds, CONNECTIONS, host=servers[label].host))
                 progress(f"round {number + 1}/{rounds}: " + ", ".join(
                     f"{label} {runs[-1]['requests_per_second']:,.0f}" for label, runs in samples.items()))
     results = {**run_results.header("full", options.command_line), "rounds": rounds, "seconds": seconds,

@@ -21,12 +21,11 @@ import argparse
 import re
 from pathlib import Path
 
-from .. import results
+from .. import image_report, results
 from ..containers import CONTAINER_PORT, READY_SECONDS
+from ..image_measures import Plan, Run, Subject, plan_with_runs
 from ..load import require_wrk
 from ..variants import IMAGE, Builder, Variant
-from . import image_report
-from .image_study import Plan, Run, Target, plan_with_runs
 
 DEPENDENCY_FILES = ("requirements.lock", "requirements.txt", "poetry.lock", "uv.lock", "pyproject.toml")
 SKIPPED_FOLDERS = {".venv", "venv", "env", "node_modules", "tests", "test", "__pycache__", "site-packages"}
@@ -86,32 +85,32 @@ def dependency_file(context: Path) -> str | None:
     return next((name for name in DEPENDENCY_FILES if (context / name).is_file()), None)
 
 
-def build_target(label: str, dockerfile: Path, context: Path, request: dict, env: tuple[str, ...]) -> Target:
+def build_subject(label: str, dockerfile: Path, context: Path, request: dict, env: tuple[str, ...]) -> Subject:
     tag = f"{IMAGE}-compare:{label.lower()}"
     variant = Variant(label, tag, dockerfile, context, f"built from {dockerfile.name} (context {context.name}/)")
-    return Target(label, tag, variant.note, variant, (dependency_file(context), code_file(context)), env=env,
+    return Subject(label, tag, variant.note, variant, (dependency_file(context), code_file(context)), env=env,
                   **request)
 
 
-def targets_from(options: argparse.Namespace) -> tuple[list[Target], str]:
-    """The targets in order, the baseline first, and the baseline's label."""
+def subjects_from(options: argparse.Namespace) -> tuple[list[Subject], str]:
+    """The subjects in order, the baseline first, and the baseline's label."""
     if options.ready_seconds <= 0:
         raise CompareError(f"--ready-seconds {options.ready_seconds:g}: give a positive number of seconds")
     request = {"port": options.port, "ready": options.ready, "url": options.url,
                "ready_seconds": options.ready_seconds}
     env = tuple(parse_env(pair) for pair in options.env)
-    chosen = [Target(label, image, "", env=env, **request) for label, image in map(parse_image, options.images)]
-    chosen += [build_target(*parse_build(entry), request, env) for entry in options.build]
+    chosen = [Subject(label, image, "", env=env, **request) for label, image in map(parse_image, options.images)]
+    chosen += [build_subject(*parse_build(entry), request, env) for entry in options.build]
     if not chosen:
         raise CompareError("name at least one image (IMAGE or LABEL=IMAGE) or --build LABEL=DOCKERFILE")
-    labels = [target.label for target in chosen]
+    labels = [subject.label for subject in chosen]
     if duplicates := sorted({label for label in labels if labels.count(label) > 1}):
         raise CompareError(f"the label(s) {', '.join(duplicates)} name more than one image: give each its own "
                            "with LABEL=IMAGE")
     base = options.baseline or labels[0]
     if base not in labels:
         raise CompareError(f"--baseline {base!r} is not one of the images' labels: {', '.join(labels)}")
-    return sorted(chosen, key=lambda target: target.label != base), base
+    return sorted(chosen, key=lambda subject: subject.label != base), base
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -135,18 +134,18 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def run(options: argparse.Namespace) -> dict:
     try:
-        targets, base = targets_from(options)
+        subjects, base = subjects_from(options)
     except CompareError as wrong:
         raise SystemExit(f"bench compare: error: {wrong}") from None
     require_wrk("image")
     builder: Builder = options.builder
     plan = plan_with_runs(options.plan, options.runs)
-    study = Run(targets, plan, ["--entrypoint", "python3", builder.slim_base, "-c", "import time; time.sleep(120)"],
+    study = Run(subjects, plan, ["--entrypoint", "python3", builder.slim_base, "-c", "import time; time.sleep(120)"],
                 builder)
     found = {"label": options.label, "compare": True, "baseline": base,
              **results.header("quick" if plan.quick else "full", options.command_line, plan, builder.describe()),
              "request": {"port": options.port, "ready": options.ready, "url": options.url,
-                         "ready_seconds": options.ready_seconds, "env": list(targets[0].env)},
+                         "ready_seconds": options.ready_seconds, "env": list(subjects[0].env)},
              "rss_from": "host", **study.measure()}
     found["noise"] = study.quietness.summary()
     return results.finish(found)
@@ -156,5 +155,5 @@ STUDY = results.Study(
     name="compare", summary="the image study for any images: python -m bench compare IMAGE [LABEL=IMAGE ...]",
     files=("results.json", "report.md", "chart.svg"), add_options=add_options, run=run,
     render=image_report.render, evaluate=image_report.evaluate, guarantees=image_report.guarantees,
-    gaps=image_report.gaps,
+    gaps=image_report.gaps, upgrades=image_report.UPGRADES,
     shape=image_report.shape, plans=PLANS, builds=True, description=__doc__)

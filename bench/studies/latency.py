@@ -1,9 +1,9 @@
 """`python -m bench latency`: latency at fixed request rates (open loop), every image and the reference servers.
 
 The seed's capacity is measured first, in the same run (wrk, as the throughput study does); then every
-target is loaded in turn at 25%, 50% and 75% of it by bench/openloop.py, which sends on schedule and
+subject is loaded in turn at 25%, 50% and 75% of it by bench/openloop.py, which sends on schedule and
 records every latency, so a stall counts for every request it delays. All through the `-p` mapping, the
-route a user's client takes. Targets: gunicorn (gthread, 1 process x 8 threads) and granian (WSGI, 1
+route a user's client takes. Beside the images: gunicorn (gthread, 1 process x 8 threads) and granian (WSGI, 1
 worker) serve the same app from bench/reference/, one process each like the images.
 """
 
@@ -18,13 +18,13 @@ from ..docker import progress
 from ..load import wrk
 from ..noise import Quietness, describe
 from ..openloop import open_loop
+from ..reference_servers import REFERENCE
 from ..render import table, targets_table
 from ..variants import VARIANTS
-from .workers import REFERENCE
 
 SHARES = (0.25, 0.50, 0.75)  # of the seed's capacity
 PROJECT = ("slim", "distroless", "micro")
-TARGETS = {  # label -> (image variant, docker run options)
+SUBJECTS = {  # label -> (image variant, docker run options)
     "seed": ("seed", []),
     "slim": ("slim", []),
     "distroless": ("distroless", []),
@@ -59,7 +59,7 @@ def run(options: argparse.Namespace) -> dict:
     options.builder.build_all(("seed", *PROJECT))
     options.builder.build(REFERENCE)
     quietness = Quietness()
-    samples: dict[str, dict[str, list[dict]]] = {label: {} for label in TARGETS}
+    samples: dict[str, dict[str, list[dict]]] = {label: {} for label in SUBJECTS}
     with all_running() as ports:
         with quietness.around("seed capacity"):
             capacity = seed_capacity(ports["seed"], plan)
@@ -69,7 +69,7 @@ def run(options: argparse.Namespace) -> dict:
             open_loop(port, rates[0], 1)  # warm-up: connections, bytecode, first answers
         for number in range(plan["rounds"]):
             for rate in rates:
-                order = list(TARGETS) if number % 2 == 0 else list(TARGETS)[::-1]
+                order = list(SUBJECTS) if number % 2 == 0 else list(SUBJECTS)[::-1]
                 with quietness.around(f"round {number + 1}, {rate} req/s"):
                     for label in order:
                         result = open_loop(ports[label], rate, plan["seconds"])
@@ -79,26 +79,33 @@ def run(options: argparse.Namespace) -> dict:
                                  f" ms, {result['errors']} errors")
     results = {**run_results.header("quick" if options.quick else "full", options.command_line, plan),
                "seed_capacity": capacity, "rates": rates, "shares": list(SHARES),
-               "targets": {label: {rate: condense(runs) for rate, runs in by_rate.items()}
-                           for label, by_rate in samples.items()},
+               "subjects": {label: {rate: median_p99_round(runs) for rate, runs in by_rate.items()}
+                            for label, by_rate in samples.items()},
                "noise": quietness.summary()}
     return evaluate(run_results.finish(results))
 
 
 def evaluate(results: dict) -> dict:
-    results["goals"] = evaluate_targets(results)
+    results["targets"] = evaluate_targets(results)
     return results
+
+
+def subjects_and_targets(results: dict) -> dict:
+    """Format 1 to 2: what was measured was under "targets" and the goals under "goals"; now "subjects"
+    and "targets", as in every other study."""
+    names = {"targets": "subjects", "goals": "targets"}
+    return {names.get(key, key): value for key, value in results.items()}
 
 
 @contextmanager
 def all_running() -> Iterator[dict[str, int]]:
-    """Every target running at once (idle but for the load), each through its own -p port."""
+    """Every subject running at once (idle but for the load), each through its own -p port."""
     with ExitStack() as stack:
         yield {label: stack.enter_context(running(tag_of(variant), *options))[1]
-               for label, (variant, options) in TARGETS.items()}
+               for label, (variant, options) in SUBJECTS.items()}
 
 
-def condense(runs: list[dict]) -> dict:
+def median_p99_round(runs: list[dict]) -> dict:
     """The run with the median p99, the upper one of an even count (its p50, p99, p99.9 together), the
     range of p99 over runs, totals."""
     by_p99 = sorted(runs, key=lambda r: r["p99_seconds"])
@@ -115,7 +122,7 @@ def condense(runs: list[dict]) -> dict:
 
 def evaluate_targets(results: dict) -> list[dict]:
     goals = []
-    t = results["targets"]
+    t = results["subjects"]
     for rate in map(str, results["rates"]):
         seed, gunicorn = t["seed"][rate]["p99_seconds"], t["gunicorn 1×8"][rate]["p99_seconds"]
         for name in PROJECT:
@@ -133,32 +140,32 @@ def ms(seconds: float) -> str:
 
 def latency_table(results: dict) -> str:
     rows = []
-    for label, by_rate in results["targets"].items():
+    for label, by_rate in results["subjects"].items():
         cells = [f"{ms(r['p50_seconds'])} / {ms(r['p99_seconds'])} / {ms(r['p999_seconds'])}"
                  + (f" ({ms(r['p99_min_seconds'])}–{ms(r['p99_max_seconds'])})" if r["runs"] > 1 else "")
                  + (f", **{r['errors'] + r['non_2xx']} failed**" if r["errors"] + r["non_2xx"] else "")
                  for r in (by_rate[str(rate)] for rate in results["rates"])]
         rows.append([f"`{label}`", *cells])
-    header = ["target", *(f"{rate} req/s ({share:.0%} of seed)" for rate, share in
+    header = ["server", *(f"{rate} req/s ({share:.0%} of seed)" for rate, share in
                           zip(results["rates"], results["shares"], strict=True))]
     return table(header, rows)
 
 
 def markdown(results: dict) -> str:
     plan = results["plan"]
-    goals = targets_table(results["goals"])
-    lateness = max(r["send_lateness_p99_seconds"] for by_rate in results["targets"].values()
+    goals = targets_table(results["targets"])
+    lateness = max(r["send_lateness_p99_seconds"] for by_rate in results["subjects"].values()
                    for r in by_rate.values())
     return f"""# Latency at fixed request rates (open loop)
 
 {'Quick' if plan['quick'] else 'Full'} mode. {describe(results.get('noise'))}
 
 The seed's capacity, measured first in this run (`wrk -t2 -c16`, median of {plan['capacity_runs']} runs of
-{plan['capacity_seconds']} s through `-p`): **{results['seed_capacity']:,.0f} req/s**. Each target was then
+{plan['capacity_seconds']} s through `-p`): **{results['seed_capacity']:,.0f} req/s**. Each server was then
 loaded at {', '.join(f'{s:.0%}' for s in results['shares'])} of it by `bench/openloop.py`: requests sent on a
 fixed schedule over up to 64 keep-alive connections, every latency recorded from the moment the request was
 dispatched (waiting for a free connection included), so a stall counts for every request it delays
-(wrk's closed loop hides it). {plan['rounds']} round(s) of {plan['seconds']} s per target and rate, targets
+(wrk's closed loop hides it). {plan['rounds']} round(s) of {plan['seconds']} s per server and rate, servers
 in alternating order; all containers running at once, through the `-p` mapping. The generator's own sends
 were at most {lateness * 1000:.2f} ms late at the 99th percentile.
 
@@ -176,8 +183,8 @@ p50 / p99 / p99.9 in ms{ROUNDS_NOTE if plan['rounds'] > 1 else ''}:
 
 
 def shape(results: dict) -> list[str]:
-    measured = set(results["targets"])
-    return [] if measured == set(TARGETS) else [f"measured {sorted(measured)}, not every target {sorted(TARGETS)}"]
+    measured = set(results["subjects"])
+    return [] if measured == set(SUBJECTS) else [f"measured {sorted(measured)}, not every subject {sorted(SUBJECTS)}"]
 
 
 STUDY = run_results.Study(
@@ -185,4 +192,4 @@ STUDY = run_results.Study(
                             "(minutes)",
     files=("latency.json", "latency.md"), add_options=add_options, run=run,
     render=run_results.markdown_file("latency.md", markdown), evaluate=evaluate,
-    shape=shape, plans=PLANS, builds=True)
+    shape=shape, plans=PLANS, builds=True, upgrades=(subjects_and_targets,))

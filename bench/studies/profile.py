@@ -1,6 +1,6 @@
 """`python -m bench profile [REV...]`: where the service's time goes under load, by a sampling profiler.
 
-Each revision's `service/` (HEAD by default; see bench/commits.py) and plain waitress are served on
+Each revision's `service/` (HEAD by default; see bench/revisions.py) and plain waitress are served on
 loopback in turn and loaded with wrk while py-spy samples every thread twice: `--gil`, which keeps only
 the thread holding the GIL (where the CPU work is), and `--idle`, which keeps every thread (where threads
 wait). The report gives each thread group's share of the samples and the functions they were in.
@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 from .. import results as run_results
+from ..control import THREADS, host_server
 from ..docker import progress
 from ..load import CONNECTIONS
 from ..render import table
-from .commits import described, source_tree
-from .control import THREADS, host_server
+from ..revisions import described, source_tree
 
 SECONDS = 8
 RATE = 250  # samples a second

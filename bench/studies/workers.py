@@ -24,19 +24,18 @@ from pathlib import Path
 
 from .. import results as run_results
 from ..containers import CONTAINER_PORT, answers_while, container_ip, free_port, get_status, running, stop
-from ..docker import ROOT, docker, progress
-from ..load import condense, require_wrk, summary, wrk
+from ..docker import docker, progress
+from ..load import require_wrk, summarise_wrk_runs, summary, wrk
 from ..noise import Quietness, describe
 from ..processes import child_pids, start_service, stop_process
+from ..reference_servers import REFERENCE
 from ..render import mib, table, targets_table
-from ..variants import BENCH, IMAGE, VARIANTS, Variant
-from . import reliability
+from ..stopping import CONNECTIONS as STOP_CONNECTIONS
+from ..stopping import stop_under_load
+from ..variants import VARIANTS
 
-REFERENCE = Variant("reference", f"{IMAGE}:reference", BENCH / "reference" / "Dockerfile", ROOT,
-                    "the same app under gunicorn or granian, same slim base; for the bench only")
 THREADS = 8  # APP_THREADS's default; gunicorn gets the same threads per process
 IMAGES = ("slim", "distroless")  # the study's two, named here so that images added elsewhere stay out of it
-STOP_CONNECTIONS = reliability.CONNECTIONS
 GRANIAN_SHARE = 0.8  # towards the frontier: Rust I/O with Python only for the app
 
 
@@ -178,7 +177,7 @@ def route_runs(name: str, port: int, plan: Plan) -> dict:
     for _ in range(plan.runs):
         routes["published"].append(wrk(port, plan.seconds, plan.connections))
         routes["direct"].append(wrk(CONTAINER_PORT, plan.seconds, plan.connections, host=ip))
-    return {"routes": {route: condense(attempts) for route, attempts in routes.items()},
+    return {"routes": {route: summarise_wrk_runs(attempts) for route, attempts in routes.items()},
             "idle_processes": idle, "idle_rss_total_kib": sum(p["rss_kib"] for p in idle),
             "idle_pss_total_kib": sum(p["pss_kib"] or 0 for p in idle), "process_count": len(idle)}
 
@@ -234,7 +233,7 @@ def stop_rows(plan: Plan) -> dict:
         progress(f"stop with 2 workers (and 1, interleaved): {tag}, idle ({plan.stop_runs} rounds) and under "
                  f"wrk -c{STOP_CONNECTIONS}")
         rows[image] = {**idle_stops(tag, plan.stop_runs),
-                       "under_load": reliability.stop_under_load(tag, options=("-eAPP_WORKERS=2",))}
+                       "under_load": stop_under_load(tag, options=("-eAPP_WORKERS=2",))}
     return rows
 
 
@@ -364,14 +363,9 @@ def socket_table(study: dict) -> str:
                   "killed mid-run", "worker restarted", "a 2nd instance on the same port starts"], body)
 
 
-def one_worker_stop(s: dict) -> str:
-    one = s.get("idle_one_worker")  # absent from runs made before it was measured
-    return f"{one['median']:.2f} s" if one else "–"
-
-
 def stop_table(stops: dict) -> str:
     body = [[f"`{image}`", f"{s['idle']['median']:.2f} s (max {s['idle']['max']:.2f} s)",
-             ", ".join(map(str, s["idle"]["exit_codes"])), one_worker_stop(s),
+             ", ".join(map(str, s["idle"]["exit_codes"])), f"{s['idle_one_worker']['median']:.2f} s",
              f"{s['under_load']['stop_seconds']:.2f} s",
              s["under_load"]["exit_code"], f"{s['under_load']['answered_by_server']:,}",
              f"{s['under_load']['received_by_client']:,}", s["under_load"]["lost"],
@@ -387,9 +381,8 @@ def markdown(results: dict) -> str:
     verdict = ("**Guarantees broken:**\n\n" + "\n".join(f"- {f}" for f in results["failures"])
                if results["failures"] else "Every guarantee held: each stop exited 0, no answered request lost.")
     quota = cpus["container_cpu_quota"]
-    load = results.get("load_average")
-    load_line = (f"Load average (1 min) at the start and end of the run: {load['start']:.1f} and {load['end']:.1f}."
-                 if load else "")
+    load = results["load_average"]
+    load_line = f"Load average (1 min) at the start and end of the run: {load['start']:.1f} and {load['end']:.1f}."
     return f"""# Workers: APP_WORKERS, and waitress against gunicorn and granian
 
 {results['date']}, {results['mode']} mode (`{results['command']}`). Host: {cpus['host_cpus']} CPUs,

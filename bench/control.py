@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from ..containers import CONTAINER_PORT, answers, container_ip, free_port, remove
-from ..docker import ROOT, docker, progress
-from ..load import CONNECTIONS, summary, wrk
-from ..noise import Quietness
+from .containers import CONTAINER_PORT, answers, container_ip, free_port, remove
+from .docker import ROOT, docker, progress
+from .load import CONNECTIONS, summary, wrk
+from .noise import Quietness
 
 THREADS = 8
 FLOOR = 0.8  # `bench check` fails a run whose service served less than this share of plain waitress's
@@ -102,20 +102,21 @@ def container_server(tag: str, side: str, threads: int) -> Iterator[Listening]:
 def compare_route(route: Route, tag: str, rounds: int, seconds: int, quietness: Quietness) -> dict:
     samples: dict[str, list[dict]] = {side: [] for side in SIDES}
     with ExitStack() as stack:
-        targets = {side: route.start(side, stack, tag) for side in SIDES}
-        for target in targets.values():
-            wrk(target.port, 1, CONNECTIONS, host=target.host)  # warm-up, discarded
+        servers = {side: route.start(side, stack, tag) for side in SIDES}
+        for server in servers.values():
+            wrk(server.port, 1, CONNECTIONS, host=server.host)  # warm-up, discarded
         with quietness.around(f"control: {route.name}"):
             for number in range(rounds):
                 for side in (SIDES if number % 2 == 0 else SIDES[::-1]):
-                    samples[side].append(wrk(targets[side].port, seconds, CONNECTIONS, host=targets[side].host))
+                    samples[side].append(wrk(servers[side].port, seconds, CONNECTIONS, host=servers[side].host))
                 progress(f"control {route.name}, round {number + 1}/{rounds}: service "
                          f"{samples['service'][-1]['requests_per_second']:,.0f} req/s, plain waitress "
                          f"{samples['plain'][-1]['requests_per_second']:,.0f}")
-    return condense(route, samples, seconds)
+    return service_against_plain(route, samples, seconds)
 
 
-def condense(route: Route, samples: dict[str, list[dict]], seconds: int) -> dict:
+def service_against_plain(route: Route, samples: dict[str, list[dict]], seconds: int) -> dict:
+    """Each side's throughput and p99 over the rounds, and the service's ratio to plain waitress round by round."""
     rps = {side: [s["requests_per_second"] for s in samples[side]] for side in SIDES}
     p99 = {side: [s["p99_seconds"] for s in samples[side]] for side in SIDES}
     return {

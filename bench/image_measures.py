@@ -1,6 +1,6 @@
 """The image study: for each image, size, build cache, start-up, stop, memory and throughput, side by side.
 
-The same machinery measures the project's own variants (`python -m bench study`, a preset list) and any
+The same machinery measures the project's own variants (`python -m bench study`, a fixed list) and any
 images a user names (`python -m bench compare`). An image that cannot be measured in some respect (it
 exits at once, never answers, has no shell or Python inside, answers only errors) gets a line saying what
 was and was not measured, and the other images are still measured.
@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..containers import (
+from .containers import (
     CONTAINER_PORT,
     READY_PATH,
     READY_SECONDS,
@@ -37,18 +37,18 @@ from ..containers import (
     stop,
     unique_name,
 )
-from ..docker import DockerError, docker, docker_command, image_exists, progress
-from ..load import condense, summary, wrk
-from ..noise import Quietness
-from ..openloop import open_loop
-from ..variants import Builder, Variant
+from .docker import DockerError, docker, docker_command, image_exists, progress
+from .load import summarise_wrk_runs, summary, wrk
+from .noise import Quietness
+from .openloop import open_loop
+from .variants import Builder, Variant
 
 NOOP = "noop"  # the floor for start-up: a container that starts and does nothing
 OPEN_LOOP_SHARES = (0.25, 0.50, 0.75)  # of the baseline's closed-loop throughput
 
 
 @dataclass(frozen=True)
-class Target:
+class Subject:
     """One image to measure: its label in the report, its tag, and how to talk to it."""
     label: str
     tag: str
@@ -72,9 +72,9 @@ class Plan:
     stop_runs: int
     load_seconds: int
     load_runs: int
-    control_rounds: int  # the preset's control: alternating rounds of the service against plain waitress
+    control_rounds: int  # `study`'s control: alternating rounds of the service against plain waitress
     control_seconds: int
-    open_loop_seconds: int  # 0: no open-loop rates (the preset: `bench latency` has them)
+    open_loop_seconds: int  # 0: no open-loop rates (`study`: `bench latency` has them)
     connections: int = 16
 
 
@@ -260,48 +260,48 @@ def cache_study(variant: Variant, builder: Builder, dependency_file: str | None,
 
 # ---- start-up ---------------------------------------------------------------------------------------
 
-def timed_start(target: Target | None, run_args: list[str], container_port: int) -> float:
-    """Seconds from `docker run -d` to its return (target None: the noop) or to the first 2xx on its
+def timed_start(subject: Subject | None, run_args: list[str], container_port: int) -> float:
+    """Seconds from `docker run -d` to its return (subject None: the noop) or to the first 2xx on its
     ready path."""
     name, port = unique_name(), free_port()
     command = [*docker_command(), "run", "-d", *publish(name, port, container_port), *run_args]
     started = time.perf_counter()
     try:
         subprocess.run(command, check=True, capture_output=True, timeout=60)
-        if target is not None and not answers(port, target.ready, seconds=target.ready_seconds):
-            raise NotReady(f"{target.tag} did not answer GET {target.ready} with a 2xx within "
-                           f"{target.ready_seconds:g} s in a timed start")
+        if subject is not None and not answers(port, subject.ready, seconds=subject.ready_seconds):
+            raise NotReady(f"{subject.tag} did not answer GET {subject.ready} with a 2xx within "
+                           f"{subject.ready_seconds:g} s in a timed start")
         return time.perf_counter() - started
     finally:
         remove(name)
 
 
-def startup_study(targets: list[Target], noop: list[str], runs: int, entries: dict[str, dict]) -> dict:
+def startup_study(subjects: list[Subject], noop: list[str], runs: int, entries: dict[str, dict]) -> dict:
     """Interleaved rounds (every image and the noop once per round), so drift hits all alike. An image
     whose start fails once is left out of the later rounds."""
     progress(f"start-up: {runs} rounds of: docker run -d -p 127.0.0.1:PORT:CONTAINER_PORT IMAGE, then GET its "
              f"ready path until 2xx; noop: docker run -d ... {' '.join(noop)}")
-    samples: dict[str, list[float]] = {target.label: [] for target in targets}
+    samples: dict[str, list[float]] = {subject.label: [] for subject in subjects}
     samples[NOOP] = []
-    live = list(targets)
+    live = list(subjects)
     if live:  # warm-up: the first container start after a build is slower
         attempt(entries[live[0].label], "start-up warm-up",
                 lambda: timed_start(live[0], [*live[0].run_options(), live[0].tag], live[0].port))
     for number in range(runs):
         samples[NOOP].append(timed_start(None, noop, CONTAINER_PORT))
-        for target in list(live):
-            seconds = attempt(entries[target.label], "start-up",
-                              lambda t=target: timed_start(t, [*t.run_options(), t.tag], t.port))
+        for subject in list(live):
+            seconds = attempt(entries[subject.label], "start-up",
+                              lambda t=subject: timed_start(t, [*t.run_options(), t.tag], t.port))
             if seconds is None:
-                live.remove(target)
+                live.remove(subject)
             else:
-                samples[target.label].append(seconds)
+                samples[subject.label].append(seconds)
         progress(f"start-up round {number + 1}/{runs}: " +
                  ", ".join(f"{n} {s[-1] * 1000:.0f}ms" for n, s in samples.items() if s))
     return {label: summary(values) for label, values in samples.items() if values}
 
 
-# ---- the preset's start-up phases -------------------------------------------------------------------
+# ---- `study`'s start-up phases -------------------------------------------------------------------
 
 SERVING_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) \w+ service[\w.]*: .* serving ", re.MULTILINE)
 
@@ -362,16 +362,16 @@ def startup_phases_study(tags: dict[str, str], runs: int) -> dict:
 
 # ---- stop, memory, throughput -----------------------------------------------------------------------
 
-def started(target: Target):
-    return running(target.tag, *target.run_options(), container_port=target.port, ready=target.ready,
-                   seconds=target.ready_seconds)
+def started(subject: Subject):
+    return running(subject.tag, *subject.run_options(), container_port=subject.port, ready=subject.ready,
+                   seconds=subject.ready_seconds)
 
 
-def stop_study(target: Target, runs: int) -> dict:
+def stop_study(subject: Subject, runs: int) -> dict:
     """`docker stop` wall time (Docker's default 10 s grace) and the exit code it leaves."""
     seconds, codes = [], []
     for _ in range(runs):
-        with started(target) as ready:
+        with started(subject) as ready:
             stopped = stop(ready.name)
             seconds.append(stopped.seconds)
             codes.append(stopped.exit_code)
@@ -382,30 +382,30 @@ class NotServed(RuntimeError):
     """The load URL answers no 2xx: throughput of error answers would mislead."""
 
 
-def load_study(target: Target, seconds: int, connections: int, runs: int) -> dict:
+def load_study(subject: Subject, seconds: int, connections: int, runs: int) -> dict:
     """RSS idle, then repeated wrk runs through the -p mapping, with RSS sampled in the middle of each."""
-    with started(target) as (name, port):
+    with started(subject) as (name, port):
         for _ in range(20):
-            status = get_status(port, target.url, timeout=2)
+            status = get_status(port, subject.url, timeout=2)
         if status is None or not 200 <= status < 300:
-            raise NotServed(f"GET {target.url} answered {status or 'nothing'}, not a 2xx: no throughput or "
+            raise NotServed(f"GET {subject.url} answered {status or 'nothing'}, not a 2xx: no throughput or "
                             f"loaded memory measured; pass --url with a path that answers 2xx")
         time.sleep(2)
         memory = Memory(name)
         idle = memory.read()
-        wrk(port, 1, connections, path=target.url)  # warm-up, discarded
+        wrk(port, 1, connections, path=subject.url)  # warm-up, discarded
         attempts, under_load = [], []
         for _ in range(runs):
-            attempts.append(wrk(port, seconds, connections, path=target.url,
+            attempts.append(wrk(port, seconds, connections, path=subject.url,
                                 during=lambda: under_load.append(memory.read())))
     loaded = [kib for kib in under_load if kib is not None]
-    return {"connections": connections, "seconds": seconds, "url": target.url, **condense(attempts),
+    return {"connections": connections, "seconds": seconds, "url": subject.url, **summarise_wrk_runs(attempts),
             "rss_idle_kib": idle, "rss_under_load_kib": max(loaded) if loaded else None, **memory.problem()}
 
 
-def idle_memory(target: Target) -> dict:
+def idle_memory(subject: Subject) -> dict:
     """Idle RSS alone, for an image whose load URL answers no 2xx."""
-    with started(target) as ready:
+    with started(subject) as ready:
         time.sleep(2)
         memory = Memory(ready.name)
         return {"rss_idle_kib": memory.read(), **memory.problem()}
@@ -428,19 +428,19 @@ class Memory:
         return {"memory_problem": self.unreadable} if self.unreadable else {}
 
 
-def open_loop_study(target: Target, rates: list[int], seconds: int) -> dict:
+def open_loop_study(subject: Subject, rates: list[int], seconds: int) -> dict:
     """Latency at fixed request rates (bench/openloop.py), one rate after another, on one container."""
-    with started(target) as ready:
-        open_loop(ready.port, rates[0], 1, path=target.url)  # warm-up
-        return {str(rate): open_loop(ready.port, rate, seconds, path=target.url) for rate in rates}
+    with started(subject) as ready:
+        open_loop(ready.port, rates[0], 1, path=subject.url)  # warm-up
+        return {str(rate): open_loop(ready.port, rate, seconds, path=subject.url) for rate in rates}
 
 
 # ---- the run ----------------------------------------------------------------------------------------
 
 @dataclass
 class Run:
-    """One run of the study over a list of targets: what the preset and `compare` share."""
-    targets: list[Target]
+    """One run of the study over a list of subjects: what `study` and `compare` share."""
+    subjects: list[Subject]
     plan: Plan
     noop: list[str]  # docker run arguments of the start-up floor: an image and a command that only sleeps
     builder: Builder | None = None
@@ -448,32 +448,32 @@ class Run:
     entries: dict[str, dict] = field(default_factory=dict)
 
     def measure(self) -> dict:
-        for target in self.targets:
-            self.entries[target.label] = {"tag": target.tag, "note": target.note, "problems": []}
-        usable = [t for t in self.targets if self.built(t)]
-        for target in (t for t in usable if t.variant is not None and self.builder):
-            progress(f"build-cache study: {target.label}")
-            self.record(target, "cache", "build cache",
-                        lambda t=target: cache_study(t.variant, self.builder, *t.edits))
-        for target in usable:
-            progress(f"size study: {target.label}")
-            self.record(target, "size", "size", lambda t=target: size_study(t.tag))
+        for subject in self.subjects:
+            self.entries[subject.label] = {"tag": subject.tag, "note": subject.note, "problems": []}
+        usable = [t for t in self.subjects if self.built(t)]
+        for subject in (t for t in usable if t.variant is not None and self.builder):
+            progress(f"build-cache study: {subject.label}")
+            self.record(subject, "cache", "build cache",
+                        lambda t=subject: cache_study(t.variant, self.builder, *t.edits))
+        for subject in usable:
+            progress(f"size study: {subject.label}")
+            self.record(subject, "size", "size", lambda t=subject: size_study(t.tag))
         answering = [t for t in usable if self.answers(t)]
         with self.quietness.around("start-up"):
             startup = startup_study(answering, self.noop, self.plan.startup_runs, self.entries)
         noop = startup.pop(NOOP)
         for label, values in startup.items():
             self.entries[label]["startup"] = values
-        for target in answering:
-            progress(f"stop study: {target.label} ({self.plan.stop_runs} run(s))")
-            self.record(target, "stop", "docker stop", lambda t=target: stop_study(t, self.plan.stop_runs))
-        for target in answering:
-            progress(f"load study: {target.label}")
-            with self.quietness.around(f"load: {target.label}"):
-                loaded = self.record(target, "load", "throughput", lambda t=target: load_study(
+        for subject in answering:
+            progress(f"stop study: {subject.label} ({self.plan.stop_runs} run(s))")
+            self.record(subject, "stop", "docker stop", lambda t=subject: stop_study(t, self.plan.stop_runs))
+        for subject in answering:
+            progress(f"load study: {subject.label}")
+            with self.quietness.around(f"load: {subject.label}"):
+                loaded = self.record(subject, "load", "throughput", lambda t=subject: load_study(
                     t, self.plan.load_seconds, self.plan.connections, self.plan.load_runs))
             if loaded is None:
-                self.record(target, "load", "idle memory", lambda t=target: idle_memory(t))
+                self.record(subject, "load", "idle memory", lambda t=subject: idle_memory(t))
         found = {"noop_startup": noop, "noop_command": shlex.join(["docker", "run", "-d", "-p", "...", *self.noop]),
                  "variants": self.entries}
         loaded = [t for t in answering if "requests_per_second" in self.entries[t.label].get("load", {})]
@@ -481,33 +481,33 @@ class Run:
             found["open_loop_reference"] = self.open_loop(loaded)
         return found
 
-    def built(self, target: Target) -> bool:
-        entry = self.entries[target.label]
-        if target.variant is not None and self.builder:
-            progress(f"building {target.tag} ({target.note})")
-            if attempt(entry, "build", lambda: self.builder.build(target.variant)) is None:
+    def built(self, subject: Subject) -> bool:
+        entry = self.entries[subject.label]
+        if subject.variant is not None and self.builder:
+            progress(f"building {subject.tag} ({subject.note})")
+            if attempt(entry, "build", lambda: self.builder.build(subject.variant)) is None:
                 return False
-        if not image_exists(target.tag):
-            entry["problems"].append(f"image: {target.tag} does not exist here: build or pull it first "
+        if not image_exists(subject.tag):
+            entry["problems"].append(f"image: {subject.tag} does not exist here: build or pull it first "
                                      "(docker images lists what there is); nothing measured")
-            progress(f"{target.tag}: not found")
+            progress(f"{subject.tag}: not found")
             return False
         return True
 
-    def answers(self, target: Target) -> bool:
+    def answers(self, subject: Subject) -> bool:
         """One start before the timed ones: an image that exits or never answers is measured for size only."""
         def probe() -> bool:
-            with started(target):
+            with started(subject):
                 return True
 
-        if attempt(self.entries[target.label], "start", probe) is None:
-            self.entries[target.label]["problems"].append(
+        if attempt(self.entries[subject.label], "start", probe) is None:
+            self.entries[subject.label]["problems"].append(
                 "start-up, stop, memory and throughput: not measured (it never answered)")
             return False
         return True
 
-    def record(self, target: Target, key: str, what: str, measure: Callable[[], dict]) -> dict | None:
-        entry = self.entries[target.label]
+    def record(self, subject: Subject, key: str, what: str, measure: Callable[[], dict]) -> dict | None:
+        entry = self.entries[subject.label]
         value = attempt(entry, what, measure)
         if value is not None:
             entry[key] = value
@@ -515,16 +515,16 @@ class Run:
                 entry["problems"].append(f"memory: not measured: {value['memory_problem']}")
         return value
 
-    def open_loop(self, loaded: list[Target]) -> str:
-        """Open-loop rates at shares of the first loaded target's closed-loop median (the baseline's, when it
-        was loaded); returns that target's label."""
+    def open_loop(self, loaded: list[Subject]) -> str:
+        """Open-loop rates at shares of the first loaded subject's closed-loop median (the baseline's, when it
+        was loaded); returns that subject's label."""
         capacity = self.entries[loaded[0].label]["load"]["requests_per_second"]["median"]
         rates = [max(1, round(capacity * share)) for share in OPEN_LOOP_SHARES]
         progress(f"open loop at {rates} req/s ({', '.join(f'{s:.0%}' for s in OPEN_LOOP_SHARES)} of "
                  f"{loaded[0].label}'s closed-loop median)")
-        for target in loaded:
-            with self.quietness.around(f"open loop: {target.label}"):
-                self.record(target, "open_loop", "open-loop latency",
-                            lambda t=target: open_loop_study(t, rates, self.plan.open_loop_seconds))
+        for subject in loaded:
+            with self.quietness.around(f"open loop: {subject.label}"):
+                self.record(subject, "open_loop", "open-loop latency",
+                            lambda t=subject: open_loop_study(t, rates, self.plan.open_loop_seconds))
         return loaded[0].label
 

@@ -1,19 +1,26 @@
 """The image study's report: results.json rendered as Markdown (a table per measurement, ratios to the
-baseline image) and an SVG chart; and the preset's targets. Works for the preset's runs, for `bench compare`
-of any images (where a measurement is missing, the image's problems say why), and for older runs."""
+baseline image) and an SVG chart; and `study`'s targets. Works for `study`'s runs and for `bench
+compare` of any images (where a measurement is missing, the image's problems say why). Older documents
+reach it through UPGRADES, in the current shape."""
 
-from pathlib import Path
+from . import control, noise
+from .render import bar, mb, mib, ms, ratio, table, targets_table, yes_no
 
-from .. import noise
-from ..render import bar, mb, mib, ms, ratio, table, targets_table, yes_no
-from . import control
-
-DEFAULT_BASELINE = "seed"  # runs before `bench compare` named no baseline: it was always seed
+PRESET_BASELINE = "seed"
 PROJECT_IMAGES = ("slim", "distroless", "micro")
 
 
-def baseline(results: dict) -> str:
-    return results.get("baseline", DEFAULT_BASELINE)
+def named_baseline_and_request(results: dict) -> dict:
+    """Format 1 to 2: runs made before `bench compare` named no baseline (it was always seed) and no request
+    (the service's port and routes), and kept their date in the machine's record."""
+    results.setdefault("baseline", PRESET_BASELINE)
+    results.setdefault("request", {"port": 5000, "ready": "/health", "url": "/hello/bench"})
+    if "date" in results["machine"]:
+        results.setdefault("date", results["machine"].pop("date"))
+    return results
+
+
+UPGRADES = (named_baseline_and_request,)
 
 
 def measured(v: dict, key: str) -> dict[str, dict]:
@@ -90,16 +97,14 @@ def evaluate_targets(results: dict) -> list[dict]:
     for name in (n for n in STARTUP_CEILING if n in v):
         mine = v[name]
         startup, ceiling = mine["startup"]["median"], STARTUP_CEILING[name]
-        if "micro" not in v:  # runs from before issue 9: every image was judged against 1.2 times
-            ceiling = 1.2
-        load, seed_load = mine["load"], v[DEFAULT_BASELINE]["load"]
+        load, seed_load = mine["load"], v[PRESET_BASELINE]["load"]
         code_edit = mine["cache"]["code_edit"]
         targets += [
             {"target": f"{name}: start-up to first 200 ≤ {ceiling:g}× a noop container",
              "measured": f"{startup / noop:.2f}× ({ms(startup)} vs {ms(noop)})", "met": startup <= ceiling * noop},
             {"target": f"{name}: start-up faster than seed",
-             "measured": f"{ms(startup)} vs {ms(v[DEFAULT_BASELINE]['startup']['median'])}",
-             "met": startup < v[DEFAULT_BASELINE]["startup"]["median"]},
+             "measured": f"{ms(startup)} vs {ms(v[PRESET_BASELINE]['startup']['median'])}",
+             "met": startup < v[PRESET_BASELINE]["startup"]["median"]},
             {"target": f"{name}: docker stop ≤ 0.3 s",
              "measured": f"{mine['stop']['median']:.2f} s, exit codes {mine['stop']['exit_codes']}",
              "met": mine["stop"]["median"] <= 0.3},
@@ -135,8 +140,8 @@ def size_table(v: dict, base_name: str) -> str:
 
 
 def breakdown_section(v: dict) -> str:
-    """Bytes by kind of file, for the runs that recorded it (issue 9 on); empty for older runs."""
-    kinds_by_image = {n: s["bytes_by_kind"] for n, s in measured(v, "size").items() if "bytes_by_kind" in s}
+    """Bytes by kind of file, for every image with a size."""
+    kinds_by_image = {n: s["bytes_by_kind"] for n, s in measured(v, "size").items()}
     if not kinds_by_image:
         return ""
     kinds = list(next(iter(kinds_by_image.values())))
@@ -193,7 +198,7 @@ def startup_table(results: dict, base_name: str) -> str:
 
 
 def phases_section(results: dict) -> str:
-    """The start-up split into phases (the preset's runs from issue 9 on); empty otherwise."""
+    """The start-up split into phases (`study`'s runs); empty for `bench compare`."""
     phases = results.get("startup_phases")
     if not phases:
         return ""
@@ -262,7 +267,8 @@ free connection in a pool of 64 and that wait counts in its latency. p50 / p99 p
 
 
 def hardening_section(results: dict) -> str:
-    """The control: the service against plain waitress, same app, same threads (runs from issue 16 on)."""
+    """The control: the service against plain waitress, same app, same threads (`study`'s runs); empty for
+    `bench compare`."""
     cost = results.get("hardening_cost")
     if not cost:
         return ""
@@ -293,30 +299,20 @@ def problems_section(v: dict) -> str:
     return "## What could not be measured\n\n" + "\n".join(lines) + "\n\n"
 
 
-def request_facts(results: dict) -> dict:
-    """Port, ready path and load URL; runs before `bench compare` used the service's."""
-    return {"port": 5000, "ready": "/health", "url": "/hello/bench", **results.get("request", {})}
-
-
 def memory_probe(results: dict) -> str:
     if results.get("rss_from") == "host":
         return "read on the host from its `/proc/PID/status` (which works for any image)"
     return "read by `docker exec CONTAINER python3 -c ...`"
 
 
-def markdown(results: dict, has_reliability: bool = False, has_latency: bool = False) -> str:
+def markdown(results: dict) -> str:
     v, m, plan = results["variants"], results["machine"], results["plan"]
-    base_name, request = baseline(results), request_facts(results)
-    reliability_link = ("Load, faults and hostile clients: [reliability.md](reliability.md) "
-                        "(`python -m bench reliability`).\n\n" if has_reliability else "")
-    latency_link = ("Open-loop latency at fixed rates: [latency.md](latency.md) (`python -m bench latency`).\n\n"
-                    if has_latency else "")
+    base_name, request = results["baseline"], results["request"]
     load = next(iter(measured(v, "load").values()), None) or {"connections": plan.get("connections", 16),
                                                               "seconds": plan.get("load_seconds", "?")}
     targets = f"## Targets\n\n{targets_table(results['targets'])}\n\n" if results.get("targets") else ""
     images = table(["image", "tag", "what it is"],
                    [[f"`{n}`", f"`{x['tag']}`", x["note"] or "–"] for n, x in v.items()])
-    python_probe = "import sys" if "micro" in v or results.get("compare") else "import platform"
     command = f"`{results['command']}`. " if results.get("command") else ""
     noop_command = f" (`{results['noop_command']}`)" if results.get("noop_command") else ""
     open_loop = open_loop_section(v, results.get("open_loop_reference", base_name), plan.get("open_loop_seconds", 0))
@@ -336,7 +332,7 @@ hits are read from BuildKit's `--progress=plain` output. {cache_note}
 """)
     return f"""# Image study: {results['label']}
 
-{results.get('date', m.get('date'))}, {results['mode']} mode. {command}{m['cpus']} CPUs, {m['platform']}, Docker \
+{results['date']}, {results['mode']} mode. {command}{m['cpus']} CPUs, {m['platform']}, Docker \
 {m['docker_server']}.
 Bases: {m.get('bases', 'none built')}. Every ratio is to `{base_name}`, measured in the same run.
 {noise.describe(results.get("noise"))}
@@ -348,7 +344,7 @@ Bases: {m.get('bases', 'none built')}. Every ratio is to `{base_name}`, measured
 {problems_section(v)}{targets}## Size
 
 `docker image inspect` (uncompressed); gzip of `docker save` (about what a pull moves); file count,
-shell and package manager from `docker export`; Python from `python3 -c '{python_probe}; ...'` in the image.
+shell and package manager from `docker export`; Python from `python3 -c 'import sys; ...'` in the image.
 
 {size_table(v, base_name)}
 
@@ -386,8 +382,14 @@ wrk and the server share the machine's {m['cpus']} CPUs.
 {throughput_table(v, base_name)}
 
 {open_loop}{hardening_section(results)}\
-{reliability_link}{latency_link}Raw figures: [results.json](results.json). Re-render: `python -m bench report DIR`.
+{SIBLING_REPORTS}Raw figures: [results.json](results.json). Re-render: `python -m bench report DIR`.
 """
+
+
+# The same words whichever studies shared the directory: writing one study rewrites only its own files.
+SIBLING_REPORTS = ("Other studies run with the same `--output` write their reports beside this one: load, faults "
+                   "and hostile clients in reliability.md (`python -m bench reliability`), open-loop latency at "
+                   "fixed rates in latency.md (`python -m bench latency`).\n\n")
 
 
 COLOURS = {"seed": "#c0392b", "naive": "#e67e22", "slim": "#2980b9", "distroless": "#27ae60", "micro": "#8e44ad"}
@@ -438,15 +440,13 @@ def svg_chart(results: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
-def render(results: dict, directory: Path) -> dict[str, str]:
-    """report.md (linking the other studies' reports that `directory` holds) and chart.svg."""
-    return {"report.md": markdown(results, (directory / "reliability.json").is_file(),
-                                  (directory / "latency.json").is_file()),
-            "chart.svg": svg_chart(results)}
+def render(results: dict) -> dict[str, str]:
+    """report.md and chart.svg."""
+    return {"report.md": markdown(results), "chart.svg": svg_chart(results)}
 
 
 def evaluate(results: dict) -> dict:
-    """The preset's targets, read again from the figures (`bench compare` runs have none)."""
+    """`study`'s targets, read again from the figures (`bench compare` runs have none)."""
     if not results.get("compare"):
         results["targets"] = evaluate_targets(results)
     return results
@@ -465,7 +465,7 @@ def shape(results: dict) -> list[str]:
 
 
 def guarantees(results: dict) -> list[str]:
-    """The preset's: every project image stopped by itself (exit 0) in every run, and the service served at
+    """`study`'s: every project image stopped by itself (exit 0) in every run, and the service served at
     least control.FLOOR of what plain waitress served beside it. A compare run guarantees nothing of images
     it did not build."""
     if results.get("compare"):

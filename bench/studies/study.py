@@ -1,14 +1,13 @@
-"""`python -m bench study` (the default): the image study of the project's own variants, a preset list on
+"""`python -m bench study` (the default): the image study of the project's own variants, a fixed list on
 the machinery `bench compare` uses for any images, plus what only this project's images have: the
 start-up phases their logs allow, the control (the service against plain waitress) and the targets."""
 
 import argparse
 
-from .. import results
+from .. import control, image_report, results
+from ..image_measures import Plan, Run, Subject, plan_with_runs, startup_phases_study
 from ..load import require_wrk
 from ..variants import VARIANTS, Builder
-from . import control, image_report
-from .image_study import Plan, Run, Target, plan_with_runs, startup_phases_study
 
 PLANS = {"quick": Plan(True, startup_runs=5, stop_runs=1, load_seconds=3, load_runs=2, control_rounds=3,
                        control_seconds=2, open_loop_seconds=0),
@@ -25,8 +24,8 @@ EDITED_FILES = {  # variant -> (dependency file, code file), relative to its bui
 }
 
 
-def preset_targets() -> list[Target]:
-    return [Target(name, VARIANTS[name].tag, VARIANTS[name].note, VARIANTS[name], EDITED_FILES[name])
+def project_subjects() -> list[Subject]:
+    return [Subject(name, VARIANTS[name].tag, VARIANTS[name].note, VARIANTS[name], EDITED_FILES[name])
             for name in ORDER]
 
 
@@ -40,7 +39,7 @@ def run(options: argparse.Namespace) -> dict:
     require_wrk("image")
     builder: Builder = options.builder
     plan = plan_with_runs(options.plan, options.runs)
-    study = Run(preset_targets(), plan, ["--entrypoint", "python3", VARIANTS["distroless"].tag, "-c",
+    study = Run(project_subjects(), plan, ["--entrypoint", "python3", VARIANTS["distroless"].tag, "-c",
                                          "import time; time.sleep(120)"], builder)
     found = {"label": options.label, **results.header("quick" if plan.quick else "full", options.command_line,
                                                       plan, builder.describe()),
@@ -57,5 +56,5 @@ STUDY = results.Study(
     name="study", summary="build all variants and run the image study on them (the default)",
     files=("results.json", "report.md", "chart.svg"), add_options=add_options, run=run,
     render=image_report.render, evaluate=image_report.evaluate, guarantees=image_report.guarantees,
-    gaps=image_report.gaps,
+    gaps=image_report.gaps, upgrades=image_report.UPGRADES,
     shape=image_report.shape, plans=PLANS, builds=True)
