@@ -88,7 +88,7 @@ RUN ["python3", "/tmp/sbom/sbom.py", "slim", "/", "/tmp/sbom/requirements.lock",
 
 # The image: the runtime and the SBOM in a last layer of its own, at /usr/share/doc/hello-api/sbom.json.
 FROM runtime
-# The commit and the repository, filled in by `python -m bench images` from git. Labels are image
+# The commit and the repository, filled in by `python -m images build` from git. Labels are image
 # configuration, not layers: the layer digests stay the same whatever they say.
 ARG REVISION=unknown
 ARG SOURCE=unknown

@@ -12,8 +12,9 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
+from images.docker import ROOT, progress
+
 from .. import results as run_results
-from ..docker import ROOT, progress
 from ..load import CONNECTIONS, summary, wrk
 from ..noise import Quietness, describe
 from ..render import table

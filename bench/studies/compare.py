@@ -21,10 +21,11 @@ import argparse
 import re
 from pathlib import Path
 
+from images.variants import IMAGE, Builder, Variant
+
 from .. import results
 from ..containers import CONTAINER_PORT, READY_SECONDS
 from ..load import require_wrk
-from ..variants import IMAGE, Builder, Variant
 from . import image_report
 from .image_study import Plan, Run, Target, plan_with_runs
 

@@ -22,6 +22,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from images.docker import DockerError, docker, docker_command, image_exists, progress
+from images.variants import Builder, Variant
+
 from ..containers import (
     CONTAINER_PORT,
     READY_PATH,
@@ -37,11 +40,9 @@ from ..containers import (
     stop,
     unique_name,
 )
-from ..docker import DockerError, docker, docker_command, image_exists, progress
 from ..load import condense, summary, wrk
 from ..noise import Quietness
 from ..openloop import open_loop
-from ..variants import Builder, Variant
 
 NOOP = "noop"  # the floor for start-up: a container that starts and does nothing
 OPEN_LOOP_SHARES = (0.25, 0.50, 0.75)  # of the baseline's closed-loop throughput

@@ -4,9 +4,10 @@ start-up phases their logs allow, the control (the service against plain waitres
 
 import argparse
 
+from images.variants import VARIANTS, Builder
+
 from .. import results
 from ..load import require_wrk
-from ..variants import VARIANTS, Builder
 from . import control, image_report
 from .image_study import Plan, Run, Target, plan_with_runs, startup_phases_study
 

@@ -15,8 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from images.docker import progress
+
 from .. import results as run_results
-from ..docker import progress
 from ..load import CONNECTIONS
 from ..render import table
 from .commits import described, source_tree

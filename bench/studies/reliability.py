@@ -24,15 +24,16 @@ import statistics
 import threading
 import time
 
+from images.docker import docker, progress
+from images.variants import PROJECT_IMAGES, VARIANTS
+
 from .. import crowd
 from .. import results as run_results
 from ..containers import CONTAINER_PORT, container_ip, get_status, rss_kib, running, stop
-from ..docker import docker, progress
 from ..load import summary, wrk
 from ..noise import Quietness, describe
 from ..processes import allow_open_files
 from ..render import ms, table
-from ..variants import PROJECT_IMAGES, VARIANTS
 from .image_study import Target, load_study
 
 CONNECTIONS = 64

@@ -25,13 +25,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from images.docker import ROOT, docker, image_exists, progress
+from images.variants import DEPLOY_IMAGES, IMAGE, ROLLOUT_EXTRA_IMAGES, VARIANTS
+
 from .. import results as run_results
 from ..containers import answers, free_port
-from ..docker import ROOT, docker, image_exists, progress
 from ..load import summary
 from ..noise import Quietness, describe
 from ..render import table
-from ..variants import DEPLOY_IMAGES, IMAGE, ROLLOUT_EXTRA_IMAGES, VARIANTS
 
 STACK_FILE = ROOT / "deploy" / "swarm" / "stack.yaml"
 NO_RETRY_FILE = ROOT / "deploy" / "swarm" / "no-retry.yaml"

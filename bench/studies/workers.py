@@ -22,14 +22,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from images.docker import ROOT, docker, progress
+from images.variants import BENCH, IMAGE, VARIANTS, Variant
+
 from .. import results as run_results
 from ..containers import CONTAINER_PORT, answers_while, container_ip, free_port, get_status, running, stop
-from ..docker import ROOT, docker, progress
 from ..load import condense, require_wrk, summary, wrk
 from ..noise import Quietness, describe
 from ..processes import child_pids, start_service, stop_process
 from ..render import mib, table, targets_table
-from ..variants import BENCH, IMAGE, VARIANTS, Variant
 from . import reliability
 
 REFERENCE = Variant("reference", f"{IMAGE}:reference", BENCH / "reference" / "Dockerfile", ROOT,
