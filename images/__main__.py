@@ -1,4 +1,4 @@
-"""`python -m images [build|bases|verify]`: see --help."""
+"""`python -m images [build|bases|verify|dockerfiles]`: see --help."""
 
 import sys
 

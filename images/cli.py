@@ -1,12 +1,12 @@
-"""Build the project's images, make their bases without a registry, verify an image. Every Docker command is
-printed."""
+"""Build the project's images, make their bases without a registry, verify an image, generate the Dockerfiles.
+Every Docker command is printed."""
 
 import argparse
 import subprocess
 import sys
 from collections.abc import Callable
 
-from . import bases, verify
+from . import bases, dockerfiles, verify
 from .docker import DockerError
 from .variants import DEPLOY_IMAGES, PROJECT_IMAGES, VARIANTS, Builder
 
@@ -37,6 +37,8 @@ def parser_for() -> argparse.ArgumentParser:
     rebuild.add_argument("--syft", action="store_true", help="also print what syft finds that the SBOM does "
                                                              "not, and the other way round (no rebuild)")
     add_bases_option(rebuild)
+    commands.add_parser("dockerfiles", help="write Dockerfile, Dockerfile.distroless and Dockerfile.micro again "
+                                            "from images/templates/")
     return parser
 
 
@@ -67,6 +69,9 @@ def run(argv: list[str]) -> int:
         verify.write_records(builder)
     elif options.command == "verify":
         return run_verify(options)
+    elif options.command == "dockerfiles":
+        written = dockerfiles.write()
+        print("wrote " + ", ".join(path.name for path in written) if written else "the Dockerfiles are current")
     return 0
 
 

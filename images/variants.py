@@ -24,15 +24,34 @@ def image_tag(variant: str) -> str:
     return f"{IMAGE}:{variant}"
 
 
+def copy_of(lines: list[str], source: str) -> int:
+    """The index of the one `COPY SOURCE DEST` instruction among a Dockerfile's lines."""
+    found = [index for index, line in enumerate(lines)
+             if line.split()[:1] == ["COPY"] and line.split()[1:-1] == [source]]
+    if len(found) != 1:
+        raise ValueError(f"the Dockerfile has {len(found)} `COPY {source} ...` instructions, not the one the naive "
+                         "variant reorders")
+    return found[0]
+
+
+def comments_above(lines: list[str], index: int) -> int:
+    """Where the comment lines directly above line `index` start (`index` when there are none)."""
+    while index > 0 and lines[index - 1].startswith("#"):
+        index -= 1
+    return index
+
+
 def naive_order(dockerfile: str) -> str:
-    """The slim Dockerfile with the code copied before the dependency install: only the layer order differs."""
-    dependencies_first = ("# Dependencies first: this layer and the pip run below stay cached while only service/ "
-                          "changes.\nCOPY requirements.lock .\n")
-    code_after = "COPY service/ service/\n"
-    if dependencies_first not in dockerfile or code_after not in dockerfile:
-        raise ValueError("Dockerfile no longer has the COPY lines the naive variant reorders")
-    return dockerfile.replace(code_after, "").replace(
-        dependencies_first, "# The naive order: any edit to the code invalidates the pip layer below.\nCOPY . .\n")
+    """The slim Dockerfile with the code copied before the dependency install: only the layer order differs.
+    The dependency layer is the COPY of the lock file (its comments go with it); the code's, the COPY of
+    service/."""
+    lines = dockerfile.splitlines(keepends=True)
+    dependencies, code = copy_of(lines, "requirements.lock"), copy_of(lines, "service/")
+    if code < dependencies:
+        raise ValueError("the Dockerfile already copies service/ before the lock file")
+    naive = ["# The naive order: any edit to the code invalidates the pip layer below.\n", "COPY . .\n"]
+    return "".join([*lines[:comments_above(lines, dependencies)], *naive, *lines[dependencies + 1:code],
+                    *lines[code + 1:]])
 
 
 @dataclass(frozen=True)
