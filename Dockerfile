@@ -1,3 +1,4 @@
+# Generated from images/templates/ (slim.template, build.template) by `python -m images dockerfiles`.
 # hello-api on the official Python slim image.
 #   docker build -t hello-api:slim .
 #   docker run -p 8080:5000 -e APP_ENV=production hello-api:slim
@@ -7,21 +8,25 @@
 ARG PYTHON_VERSION=3.13
 ARG PYTHON_IMAGE=python:${PYTHON_VERSION}-slim
 
+# The build stage, the same in the three Dockerfiles (images/templates/build.template), so their builds share
+# its cache: waitress and the service, compiled, every file time the epoch.
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 WORKDIR /app
 # Dependencies first: this layer and the pip run below stay cached while only service/ changes.
 COPY requirements.lock .
-# Wheels only, every hash checked: nothing gets built or fetched that the lock does not name.
-# The CA secret is mounted only for this step and never stored in a layer.
+# Wheels only, every hash checked: nothing gets built or fetched that the lock does not name. Installed
+# with --target, not into a venv: a venv's interpreter link would point at this stage's Python, which the
+# distroless and micro images do not have. The CA secret is mounted only for this step, never in a layer.
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=pip_ca \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
     python3 -m pip install --no-compile --require-hashes --only-binary :all: --target /app/deps \
     -r requirements.lock
-# Bytecode made now starts faster, and a read-only root file system never has to write it.
-# unchecked-hash: the image is immutable, so Python need not stat sources to validate the cache.
+# Bytecode made now starts faster, a read-only root file system never has to write it, and the shell-less
+# runtimes could not compile anything later. unchecked-hash: the image is immutable, so Python need not stat
+# sources to validate the cache.
 RUN python3 -m compileall -q --invalidation-mode unchecked-hash /app/deps
 COPY service/ service/
 RUN python3 -m compileall -q --invalidation-mode unchecked-hash service
@@ -66,7 +71,8 @@ USER 0
 COPY images/bytecode.py /tmp/build/
 RUN ["python3", "/tmp/build/bytecode.py", "/tmp/build/out"]
 
-FROM app AS runtime
+# contents: everything the image ships but its SBOM, which the next stage writes from it.
+FROM app AS contents
 COPY --from=bytecode /tmp/build/out/ /
 ENV PYTHONDONTWRITEBYTECODE=1
 USER 65532:65532
@@ -80,15 +86,16 @@ ENTRYPOINT ["python3", "-m", "service"]
 
 # The SBOM (images/sbom.py, CycloneDX 1.6): written from this image's own files and package database, so it
 # describes exactly what ships; root here only to read and write, and this stage never runs as a container.
-FROM runtime AS sbom
+FROM contents AS sbom
 # hadolint ignore=DL3002
 USER 0
 COPY images/sbom.py images/bytecode.py requirements.lock /tmp/sbom/
 RUN ["python3", "/tmp/sbom/sbom.py", "slim", "/", "/tmp/sbom/requirements.lock", "/tmp/sbom/out"]
 
-# The image: the runtime and the SBOM in a last layer of its own, at /usr/share/doc/hello-api/sbom.json.
-FROM runtime
-# The commit and the repository, filled in by `python -m bench images` from git. Labels are image
+# runtime, the image: its contents and the SBOM in a last layer of its own, at
+# /usr/share/doc/hello-api/sbom.json.
+FROM contents AS runtime
+# The commit and the repository, filled in by `python -m images build` from git. Labels are image
 # configuration, not layers: the layer digests stay the same whatever they say.
 ARG REVISION=unknown
 ARG SOURCE=unknown

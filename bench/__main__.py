@@ -1,4 +1,4 @@
-"""`python -m bench [bases|images|study|report|reliability|rollout|workers|check]`: see --help."""
+"""`python -m bench [study|report|reliability|rollout|workers|check]`: see --help."""
 
 import sys
 

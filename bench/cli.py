@@ -1,29 +1,21 @@
-"""The image study and its tools. Without a sub-command: `study`. Every Docker command is printed."""
+"""The image study and its tools. Without a sub-command: `study`. Every Docker command is printed. Building
+and verifying the images: `python -m images`."""
 
 import argparse
 import shlex
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-from . import bases, verify
-from .docker import DockerError
+from images.cli import add_bases_option, run_reporting_failures
+from images.variants import Builder
+
 from .results import Study
 from .studies import STUDIES, STUDY, by_files
-from .variants import PROJECT_IMAGES, Builder
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest"
 EXIT_GUARANTEE_BROKEN = 1
 EXIT_INCOMPLETE = 3  # the report is written, but some figure could not be measured (it says which and why)
-
-
-def add_bases_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bases", choices=("auto", "registry", "local"), default="auto",
-                        help="registry: the official images; local: made by `bench bases` from Debian packages "
-                             "(first if missing); auto (default): registry when it can be pulled, else local")
-    parser.add_argument("--offline", dest="bases", action="store_const", const="local",
-                        help="same as --bases local")
 
 
 def add_study_parser(commands: argparse._SubParsersAction, study: Study) -> argparse.ArgumentParser:
@@ -38,14 +30,7 @@ def add_study_parser(commands: argparse._SubParsersAction, study: Study) -> argp
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run(sys.argv[1:] if argv is None else argv)
-    except FileNotFoundError as missing:
-        print(f"bench: error: {missing.filename or missing} was not found: install it, or set DOCKER to a Docker "
-              "client that can build with BuildKit", file=sys.stderr)
-    except (DockerError, RuntimeError, subprocess.TimeoutExpired) as failure:
-        print(f"bench: error: {failure}", file=sys.stderr)
-    return 1
+    return run_reporting_failures("bench", run, argv)
 
 
 def option_lines(parser: argparse.ArgumentParser) -> str:
@@ -68,20 +53,10 @@ def parser_for() -> argparse.ArgumentParser:
     parser.epilog = ("without a sub-command, these options of `study` apply (python -m bench --offline --quick):\n"
                      + option_lines(parsers[STUDY.name]) + "\n\neach sub-command has its own: python -m bench "
                      "SUB --help.\nHELLO_API_IMAGE names the image repository built and run (default hello-api).")
-    make = commands.add_parser("bases", help="make both base images from Debian trixie packages (no registry)")
-    make.add_argument("--rebuild", action="store_true", help="make them again even if they exist")
-    add_bases_option(commands.add_parser("images", help="build hello-api:slim, :distroless, :micro and :lb (HAProxy)"))
     render = commands.add_parser("report", help="render the reports and charts again from their JSON")
     render.add_argument("directory", type=Path)
     complete = commands.add_parser("check", help="check that a results directory is complete and renders")
     complete.add_argument("directory", type=Path)
-    rebuild = commands.add_parser("verify", help="check an image's SBOM against its files, then rebuild it from a "
-                                                 "clean builder (docker builder prune -af) and compare its layers")
-    rebuild.add_argument("image", help=f"a variant ({', '.join(PROJECT_IMAGES)}) or an image it built")
-    rebuild.add_argument("--no-rebuild", dest="rebuild", action="store_false", help="the SBOM check only")
-    rebuild.add_argument("--syft", action="store_true", help="also print what syft finds that the SBOM does "
-                                                             "not, and the other way round (no rebuild)")
-    add_bases_option(rebuild)
     return parser
 
 
@@ -92,16 +67,7 @@ def run(argv: list[str]) -> int:
     options.command_line = shlex.join(["python", "-m", "bench", *argv])
     if getattr(options, "study", None):
         return run_study(options.study, options)
-    if options.command == "bases":
-        bases.make_bases(options.rebuild)
-        print("build arguments for these bases: " + " ".join(bases.build_args()))
-    elif options.command == "images":
-        builder = Builder.choose(options.bases)
-        builder.build_all()
-        verify.write_records(builder)
-    elif options.command == "verify":
-        return run_verify(options)
-    elif options.command == "report":
+    if options.command == "report":
         for study in present(options.directory):
             study.rerender(options.directory)
     elif options.command == "check":
@@ -142,18 +108,3 @@ def run_check(directory: Path) -> int:
     print(f"bench check: {directory} is complete and renders")
     return 0
 
-
-def run_verify(options: argparse.Namespace) -> int:
-    if options.syft:
-        print("\n".join(verify.syft_comparison(verify.resolve(options.image)[0])))
-        return 0
-    verify.resolve(options.image)  # a missing image is said before any registry is tried
-    problems = verify.verify(options.image, Builder.choose(options.bases) if options.rebuild else None)
-    for problem in problems:
-        print(f"bench verify: {problem}", file=sys.stderr)
-    if problems:
-        print(f"bench verify: {options.image} does not verify ({len(problems)} problem(s) above)", file=sys.stderr)
-        return 1
-    print(f"bench verify: {options.image}: the SBOM accounts for its files"
-          + ("; a rebuild from a clean builder gave the same project layers" if options.rebuild else ""))
-    return 0

@@ -3,7 +3,6 @@ read its memory. Memory and listening ports are read on the host through /proc/<
 first process, so they work for any image: no shell or Python inside is needed."""
 
 import http.client
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -11,18 +10,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
-from .docker import docker
+from images.docker import docker, free_port
 
 CONTAINER_PORT = 5000  # the service's APP_PORT default
 READY_PATH = "/health"
 READY_SECONDS = 30.0
 POLL_SECONDS = 0.005
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def unique_name(prefix: str = "hello-api-bench") -> str:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from images.docker import ROOT, docker, progress
+
 from .containers import CONTAINER_PORT, answers, container_ip, free_port, remove
-from .docker import ROOT, docker, progress
 from .load import CONNECTIONS, summary, wrk
 from .noise import Quietness
 

@@ -37,8 +37,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from images.docker import ROOT, docker, progress
+
 from .containers import CONTAINER_PORT, answers_while, container_ip, free_port, host_pid, is_running, running
-from .docker import ROOT, docker, progress
 from .processes import allow_open_files, child_pids, open_descriptors, start_service, stop_process
 
 BEHAVIOURS = {  # what a connection of the crowd does, and its share of the crowd

@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from images.docker import ROOT, docker, progress
+from images.variants import IMAGE
+
 from .containers import answers, free_port
-from .docker import ROOT, docker, progress
-from .variants import IMAGE
 
 STACK_FILE = ROOT / "deploy" / "swarm" / "stack.yaml"
 NO_RETRY_FILE = ROOT / "deploy" / "swarm" / "no-retry.yaml"

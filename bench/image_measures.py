@@ -12,15 +12,16 @@ import shlex
 import shutil
 import statistics
 import subprocess
-import tarfile
 import tempfile
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from images.docker import DockerError, docker, docker_command, exported, image_exists, progress
+from images.variants import Builder, Variant
 
 from .containers import (
     CONTAINER_PORT,
@@ -37,11 +38,9 @@ from .containers import (
     stop,
     unique_name,
 )
-from .docker import DockerError, docker, docker_command, image_exists, progress
 from .load import summarise_wrk_runs, summary, wrk
 from .noise import Quietness
 from .openloop import open_loop
-from .variants import Builder, Variant
 
 NOOP = "noop"  # the floor for start-up: a container that starts and does nothing
 OPEN_LOOP_SHARES = (0.25, 0.50, 0.75)  # of the baseline's closed-loop throughput
@@ -138,21 +137,6 @@ def kind_of(path: str) -> str:
         if path.endswith(".py"):
             return "stdlib source"
     return "other"
-
-
-@contextmanager
-def exported(tag: str) -> Iterator[tarfile.TarFile]:
-    """The image's file system as a streamed tar (`docker export` of a created, never started container)."""
-    name = unique_name("hello-api-inspect")
-    docker("create", "--name", name, tag)
-    try:
-        command = [*docker_command(), "export", name]
-        progress("$ " + " ".join(command) + " | tar t")
-        with subprocess.Popen(command, stdout=subprocess.PIPE) as export, \
-                tarfile.open(fileobj=export.stdout, mode="r|") as tar:
-            yield tar
-    finally:
-        remove(name)
 
 
 def filesystem_facts(tag: str) -> dict:

@@ -8,7 +8,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from .docker import progress
+from images.docker import progress
 
 CONNECTIONS = 16
 

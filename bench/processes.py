@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .docker import ROOT
+from images.docker import ROOT
 
 
 def start_service(port: int, log: Path, settings: dict[str, str], root: Path = ROOT) -> subprocess.Popen:

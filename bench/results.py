@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 
-from .docker import docker, progress
+from images.docker import docker, progress
 
 
 def header(mode: str, command: str, plan: object | None = None, bases: str | None = None) -> dict:

@@ -4,7 +4,7 @@ one-line description (what `bench commits` and `bench profile` serve and name)."
 import subprocess
 from pathlib import Path
 
-from .docker import ROOT
+from images.docker import ROOT
 
 
 def source_tree(revision: str, into: Path) -> Path:

@@ -4,8 +4,9 @@ server answered (its access log) against those the client received. Every one an
 import threading
 import time
 
+from images.docker import docker
+
 from .containers import running, stop
-from .docker import docker
 from .load import wrk
 
 CONNECTIONS = 64  # the load it is stopped under

@@ -1,7 +1,7 @@
 """The images' software bill of materials: CycloneDX 1.6 JSON, written at build time from the image's own files.
 
 Standard library only: each Dockerfile runs this file in a build stage (on the image's own interpreter or the
-build stage's), so the document describes the exact files shipped. It is also imported by `bench verify`.
+build stage's), so the document describes the exact files shipped. It is also imported by `python -m images verify`.
 
 - slim, distroless: every Debian package of the image's package database (dpkg's status file, or distroless's
   status.d), waitress (version from its .dist-info, the wheel's sha256 from requirements.lock) with every file
@@ -45,7 +45,7 @@ PROJECT_VERSION = "1.0.0"
 VARIANTS = ("slim", "distroless", "micro")
 PROJECT_FILES = ("app/service/", "usr/share/hello-api/")
 WAITRESS_FILES = "app/deps/"
-# Written by the base image's recipe (bench/bases.py for the local base, distroless's for the real one), read
+# Written by the base image's recipe (images/bases.py for the local base, distroless's for the real one), read
 # by the C library; no package lists them.
 BASE_RECIPE_FILES = ("etc/passwd", "etc/group", "etc/nsswitch.conf")
 SKIPPED = ("proc/", "sys/", "dev/")

@@ -1,4 +1,4 @@
-# Sourced by test.sh and bench.sh (or run alone): make this machine ready, then export DOCKER and PY.
+# Sourced by test.sh, bench.sh and images.sh (or run alone): make this machine ready, then export DOCKER and PY.
 #  - a Docker engine: use the one that answers; else, as root on Debian/Ubuntu, install docker.io and
 #    start dockerd (the machines this project is built on start with none);
 #  - a Docker client that builds with BuildKit: one with the buildx plugin (installing docker-cli and

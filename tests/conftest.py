@@ -128,7 +128,7 @@ def require_image(variant: str) -> str:
     """The variant's name, once its image is known to be built; else skip (fail under CI=true)."""
     tag = image_tag(variant)
     if not image_exists(tag):
-        unavailable(f"{tag} is not built: run python -m bench images (or --offline)")
+        unavailable(f"{tag} is not built: run python -m images build (or --offline)")
     return variant
 
 

@@ -5,13 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
-import support
 
-from bench import bases, image_report, verify
+from bench import image_report
 from bench.image_measures import KINDS, kind_of, step_counts
 from bench.load import parse_wrk, summary
 from bench.studies import STUDY, reliability, workers
-from bench.variants import PROJECT_IMAGES, VARIANTS, Builder, naive_order
+from images.variants import VARIANTS, Builder, naive_order
 
 WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:5000/hello/bench
   2 threads and 16 connections
@@ -292,14 +291,3 @@ def test_the_start_up_study_reads_the_serving_line_s_utc_stamp():
     assert serving[1] == "2026-12-01T20:16:27.531Z"
     assert epoch(serving[1], "%Y-%m-%dT%H:%M:%S") == 1796156187.531
 
-
-def test_the_service_tests_name_the_images_dockerfiles_and_bases_the_bench_builds():
-    """tests/support.py keeps its own copy of these (the service's tests import nothing from the bench): here
-    the two are held together."""
-    assert {name: support.image_tag(name) for name in PROJECT_IMAGES} == {
-        name: VARIANTS[name].tag for name in PROJECT_IMAGES}
-    assert {name: support.DOCKERFILES[name] for name in PROJECT_IMAGES} == {
-        name: VARIANTS[name].dockerfile for name in PROJECT_IMAGES}
-    assert [arg for name, base in support.LOCAL_BASES.items() for arg in ("--build-arg", f"{name}={base}")] == (
-        bases.build_args())
-    assert support.DOCKER_FILES == verify.DOCKER_FILES

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, unavailable
 
-from bench import bases
-from bench.docker import docker, image_exists
 from bench.studies import STUDY
 from bench.studies.compare import CompareError, code_file, dependency_file, parse_build, parse_image, subjects_from
-from bench.variants import IMAGE
+from images import bases
+from images.docker import docker, image_exists
+from images.variants import IMAGE
 
 SERVED = 'WORKDIR /srv\nRUN echo ok > health && echo hi > hello\nCMD ["python3", "-m", "http.server", "8000"]\n'
 PROBE = "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')"
@@ -125,7 +125,7 @@ def foreign_images(engine, tmp_path_factory) -> dict[str, str]:
     """The foreign images, tagged apart from every other checkout's; removed afterwards."""
     base = bases.SLIM_BASE if image_exists(bases.SLIM_BASE) else "python:3.13-slim"
     if not image_exists(base):
-        unavailable(f"no Python base image ({bases.SLIM_BASE} or python:3.13-slim): run python -m bench images")
+        unavailable(f"no Python base image ({bases.SLIM_BASE} or python:3.13-slim): run python -m images build")
     run = uuid.uuid4().hex[:8]
     tags = {}
     for label, body in FOREIGN.items():

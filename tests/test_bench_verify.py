@@ -1,4 +1,4 @@
-"""`bench verify`'s checks: the SBOM against made-up file systems, a missing image, and under Docker each
+"""`python -m images verify`'s checks: the SBOM against made-up file systems, a missing image, and under Docker each
 project image passing them, an image with a file its SBOM does not list failing them, and syft's independent
 view of slim and distroless. The SBOM writer itself: tests/test_sbom.py.
 """
@@ -12,10 +12,9 @@ import pytest
 from conftest import IMAGES, ROOT, require_image
 from test_sbom import LOCK, micro_document, micro_system, slim_system, write
 
-from bench import cli, variants, verify
-from bench.docker import docker
-from bench.variants import VARIANTS
-from images import sbom
+from images import cli, sbom, variants, verify
+from images.docker import docker
+from images.variants import VARIANTS
 
 
 def exported_from(root: Path, document: dict, tmp_path: Path) -> verify.Exported:
@@ -79,12 +78,12 @@ def test_bench_verify_fails_on_an_image_with_a_file_its_sbom_does_not_list(engin
     probe = f"{variants.IMAGE}:verify-probe"
     docker("build", "-q", "-t", probe, str(tmp_path))
     try:
-        result = subprocess.run([sys.executable, "-m", "bench", "verify", probe, "--no-rebuild"], cwd=ROOT,
+        result = subprocess.run([sys.executable, "-m", "images", "verify", probe, "--no-rebuild"], cwd=ROOT,
                                 capture_output=True, text=True, timeout=120)
     finally:
         docker("rmi", "-f", probe, check=False)
     assert result.returncode == 1
-    assert "bench verify: SBOM: in the image but not listed: /usr/lib/extra" in result.stderr
+    assert "images verify: SBOM: in the image but not listed: /usr/lib/extra" in result.stderr
     assert "Traceback" not in result.stderr
 
 

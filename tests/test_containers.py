@@ -1,6 +1,6 @@
 """Both images, walked through the tutorial's checkpoints with the real Docker CLI.
 
-Needs a Docker engine and the images (`python -m bench images`, or `--offline`). On a laptop without
+Needs a Docker engine and the images (`python -m images build`, or `--offline`). On a laptop without
 them these tests skip; under CI=true a missing engine or image is a failure.
 """
 

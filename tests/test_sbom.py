@@ -1,6 +1,6 @@
 """The images' SBOMs: the writer (images/sbom.py) on made-up file systems, and under Docker each image's own
 SBOM against the CycloneDX schema and its files, the labels naming its commit, and micro rebuilt from a clean
-builder to the same layer. `bench verify`'s checks of the same documents: tests/test_bench_verify.py.
+builder to the same layer. `python -m images verify`'s checks of the same documents: tests/test_bench_verify.py.
 """
 
 import hashlib
@@ -16,9 +16,9 @@ from conftest import IMAGES, ROOT, require_image
 from jsonschema import Draft7Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
-from support import DOCKER_FILES, IMAGE, build, docker, exported, image_tag, inspect_image
+from support import IMAGE, build, docker, image_tag, inspect_image
 
-from images import sbom
+from images import sbom, verify
 
 SCHEMAS = Path(cyclonedx.__file__).parent / "schema" / "_res"  # cyclonedx-python-lib's copies of the official ones
 LOCK = ROOT / "requirements.lock"
@@ -174,19 +174,10 @@ def test_a_waitress_other_than_the_locked_one_stops_the_sbom(tmp_path):
 
 def shipped(tag: str) -> tuple[dict[str, str], dict | None]:
     """(every regular file of the image, path without /: SHA-256, Docker's own files and the SBOM aside; the
-    SBOM), from `docker export`."""
-    files, document = {}, None
-    with exported(tag) as tar:
-        for member in tar:
-            name = member.name.removeprefix("./")
-            if not member.isfile() or name in DOCKER_FILES:
-                continue
-            data = tar.extractfile(member).read()
-            if name == sbom.SBOM_PATH:
-                document = json.loads(data)
-            else:
-                files[name] = hashlib.sha256(data).hexdigest()
-    return files, document
+    SBOM), from `docker export`, as `python -m images verify` reads them."""
+    image = verify.export(tag)
+    image.work.cleanup()
+    return image.files, image.document
 
 
 @pytest.fixture(scope="module")

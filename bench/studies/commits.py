@@ -11,9 +11,10 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
+from images.docker import progress
+
 from .. import results as run_results
 from ..control import THREADS, host_server
-from ..docker import progress
 from ..load import CONNECTIONS, summary, wrk
 from ..noise import Quietness, describe
 from ..render import table

@@ -21,11 +21,12 @@ import argparse
 import re
 from pathlib import Path
 
+from images.variants import IMAGE, Builder, Variant
+
 from .. import image_report, results
 from ..containers import CONTAINER_PORT, READY_SECONDS
 from ..image_measures import Plan, Run, Subject, plan_with_runs
 from ..load import require_wrk
-from ..variants import IMAGE, Builder, Variant
 
 DEPENDENCY_FILES = ("requirements.lock", "requirements.txt", "poetry.lock", "uv.lock", "pyproject.toml")
 SKIPPED_FOLDERS = {".venv", "venv", "env", "node_modules", "tests", "test", "__pycache__", "site-packages"}

@@ -12,15 +12,16 @@ import statistics
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
+from images.docker import progress
+from images.variants import VARIANTS
+
 from .. import results as run_results
 from ..containers import running
-from ..docker import progress
 from ..load import wrk
 from ..noise import Quietness, describe
 from ..openloop import open_loop
 from ..reference_servers import REFERENCE
 from ..render import table, targets_table
-from ..variants import VARIANTS
 
 SHARES = (0.25, 0.50, 0.75)  # of the seed's capacity
 PROJECT = ("slim", "distroless", "micro")

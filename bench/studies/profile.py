@@ -15,9 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from images.docker import progress
+
 from .. import results as run_results
 from ..control import THREADS, host_server
-from ..docker import progress
 from ..load import CONNECTIONS
 from ..render import table
 from ..revisions import described, source_tree

@@ -24,17 +24,18 @@ import statistics
 import threading
 import time
 
+from images.docker import progress
+from images.variants import PROJECT_IMAGES, VARIANTS
+
 from .. import crowd
 from .. import results as run_results
 from ..containers import CONTAINER_PORT, container_ip, get_status, rss_kib, running
-from ..docker import progress
 from ..image_measures import Subject, load_study
 from ..load import summary, wrk
 from ..noise import Quietness, describe
 from ..processes import allow_open_files
 from ..render import ms, table
 from ..stopping import CONNECTIONS, stop_under_load
-from ..variants import PROJECT_IMAGES, VARIANTS
 
 LORIS_ROUTE = ("Straight to the container's address: Docker's port proxy dials the server for each client in "
                "parallel, so through it a fresh client can arrive before hostile connections opened earlier.")

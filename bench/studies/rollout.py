@@ -21,13 +21,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from images.docker import docker, image_exists, progress
+from images.variants import DEPLOY_IMAGES, ROLLOUT_EXTRA_IMAGES, VARIANTS
+
 from .. import results as run_results
 from ..deploy import compose, compose_project, deployed_stack, must_answer, roll, swarm_mode
-from ..docker import docker, image_exists, progress
 from ..load import summary
 from ..noise import Quietness, describe
 from ..render import table
-from ..variants import DEPLOY_IMAGES, ROLLOUT_EXTRA_IMAGES, VARIANTS
 
 PREFIX = "hello-api-rollout"
 CONFIGS = {"retrying": "lb", "no_retry": "lb-noretry"}  # configuration → swarm service (without the stack)

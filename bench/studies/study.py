@@ -4,10 +4,11 @@ start-up phases their logs allow, the control (the service against plain waitres
 
 import argparse
 
+from images.variants import VARIANTS, Builder
+
 from .. import control, image_report, results
 from ..image_measures import Plan, Run, Subject, plan_with_runs, startup_phases_study
 from ..load import require_wrk
-from ..variants import VARIANTS, Builder
 
 PLANS = {"quick": Plan(True, startup_runs=5, stop_runs=1, load_seconds=3, load_runs=2, control_rounds=3,
                        control_seconds=2, open_loop_seconds=0),

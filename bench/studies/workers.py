@@ -22,9 +22,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from images.docker import docker, progress
+from images.variants import VARIANTS
+
 from .. import results as run_results
 from ..containers import CONTAINER_PORT, answers_while, container_ip, free_port, get_status, running, stop
-from ..docker import docker, progress
 from ..load import require_wrk, summarise_wrk_runs, summary, wrk
 from ..noise import Quietness, describe
 from ..processes import child_pids, start_service, stop_process
@@ -32,7 +34,6 @@ from ..reference_servers import REFERENCE
 from ..render import mib, table, targets_table
 from ..stopping import CONNECTIONS as STOP_CONNECTIONS
 from ..stopping import stop_under_load
-from ..variants import VARIANTS
 
 THREADS = 8  # APP_THREADS's default; gunicorn gets the same threads per process
 IMAGES = ("slim", "distroless")  # the study's two, named here so that images added elsewhere stay out of it

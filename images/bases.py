@@ -107,9 +107,9 @@ def run(*command: str) -> None:
 def require_tools() -> None:
     missing = [tool for tool in ("debootstrap", "dpkg-deb", "chroot") if shutil.which(tool) is None]
     if missing:
-        raise SystemExit(f"bench bases needs {', '.join(missing)} on PATH: apt-get install debootstrap dpkg")
+        raise SystemExit(f"python -m images bases needs {', '.join(missing)} on PATH: apt-get install debootstrap dpkg")
     if os.geteuid() != 0:
-        raise SystemExit("bench bases needs root (debootstrap and chroot): run it with sudo or as root")
+        raise SystemExit("python -m images bases needs root (debootstrap and chroot): run it with sudo or as root")
 
 
 def bootstrap(root: Path) -> None:

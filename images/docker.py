@@ -1,22 +1,37 @@
-"""The Docker CLI, as the bench and the tests use it: honours $DOCKER, prints what it runs."""
+"""The Docker CLI, as images/, the bench and the tests use it: honours $DOCKER, prints what it runs; an
+image's exported file system and a free host port to publish a container on."""
 
+import json
 import os
 import shlex
+import socket
 import subprocess
 import sys
+import tarfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CA_BUNDLE_VARIABLE = "PIP_CA_BUNDLE"  # a PEM file pip must trust inside builds (TLS-intercepting proxies)
+# Files Docker itself puts in every container (mount points for its own files), never part of an image.
+DOCKER_FILES = frozenset({".dockerenv", "dev/console", "etc/hostname", "etc/hosts", "etc/resolv.conf"})
 
 
 def docker_command() -> list[str]:
     return shlex.split(os.environ.get("DOCKER", "docker"))
 
 
+def program() -> str:
+    """The package run with `python -m` (bench, images), to say whose progress a line is; else images."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec.parent if spec is not None and spec.parent else "images"
+
+
 def progress(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    print(f"[{program()} {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def docker(*args: str, check: bool = True, timeout: float = 600, quiet: bool = False,
@@ -48,6 +63,33 @@ def engine_available() -> bool:
 
 def image_exists(name: str) -> bool:
     return docker("image", "inspect", name, check=False, quiet=True).returncode == 0
+
+
+def inspect_image(image: str, template: str) -> object:
+    """One field of `docker image inspect`, as JSON (`template` names it: .RootFS.Layers, .Config.Labels)."""
+    return json.loads(docker("image", "inspect", "-f", f"{{{{json {template}}}}}", image, quiet=True).stdout)
+
+
+@contextmanager
+def exported(tag: str) -> Iterator[tarfile.TarFile]:
+    """The image's file system as a streamed tar (`docker export` of a created, never started container)."""
+    name = f"hello-api-export-{uuid.uuid4().hex[:8]}"
+    docker("create", "--name", name, tag, quiet=True)
+    try:
+        command = [*docker_command(), "export", name]
+        progress("$ " + " ".join(command) + " | tar t")
+        with subprocess.Popen(command, stdout=subprocess.PIPE) as export, \
+                tarfile.open(fileobj=export.stdout, mode="r|") as tar:
+            yield tar
+    finally:
+        docker("rm", "-f", name, check=False, quiet=True)
+
+
+def free_port() -> int:
+    """A free loopback port (to publish a container on, or to serve on)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def ca_secret_args() -> list[str]:

@@ -1,5 +1,5 @@
-"""The images the bench builds (the project's and the study's other variants), and the Builder that builds
-them with BuildKit against bases chosen once, printing each command."""
+"""The images built here (the project's, the load balancer, and the bench's other variants), and the Builder
+that builds them with BuildKit against bases chosen once, printing each command."""
 
 import os
 import subprocess
@@ -11,22 +11,47 @@ from pathlib import Path
 from . import bases
 from .docker import ROOT, ca_secret_args, docker, progress
 
-BENCH = Path(__file__).resolve().parent
-GENERATED = BENCH / ".generated"  # Dockerfiles the study derives (the naive variant's); not committed
+BENCH = ROOT / "bench"  # the tutorial's seed image the bench compares against lives there
+# Dockerfiles derived from the committed ones (the naive variant's) and the records of a build; not committed
+GENERATED = Path(__file__).resolve().parent / ".generated"
 # The repository part of every tag (hello-api:slim, ...). Another name keeps a second checkout's images
-# apart from these on a shared engine: HELLO_API_IMAGE=hello-api-dev python -m bench images.
+# apart from these on a shared engine: HELLO_API_IMAGE=hello-api-dev python -m images build.
 IMAGE = os.environ.get("HELLO_API_IMAGE", "hello-api")
 
 
+def image_tag(variant: str) -> str:
+    """The tag a variant is built under: hello-api:slim, :distroless, :micro, :lb..."""
+    return f"{IMAGE}:{variant}"
+
+
+def copy_of(lines: list[str], source: str) -> int:
+    """The index of the one `COPY SOURCE DEST` instruction among a Dockerfile's lines."""
+    found = [index for index, line in enumerate(lines)
+             if line.split()[:1] == ["COPY"] and line.split()[1:-1] == [source]]
+    if len(found) != 1:
+        raise ValueError(f"the Dockerfile has {len(found)} `COPY {source} ...` instructions, not the one the naive "
+                         "variant reorders")
+    return found[0]
+
+
+def comments_above(lines: list[str], index: int) -> int:
+    """Where the comment lines directly above line `index` start (`index` when there are none)."""
+    while index > 0 and lines[index - 1].startswith("#"):
+        index -= 1
+    return index
+
+
 def naive_order(dockerfile: str) -> str:
-    """The slim Dockerfile with the code copied before the dependency install: only the layer order differs."""
-    dependencies_first = ("# Dependencies first: this layer and the pip run below stay cached while only service/ "
-                          "changes.\nCOPY requirements.lock .\n")
-    code_after = "COPY service/ service/\n"
-    if dependencies_first not in dockerfile or code_after not in dockerfile:
-        raise ValueError("Dockerfile no longer has the COPY lines the naive variant reorders")
-    return dockerfile.replace(code_after, "").replace(
-        dependencies_first, "# The naive order: any edit to the code invalidates the pip layer below.\nCOPY . .\n")
+    """The slim Dockerfile with the code copied before the dependency install: only the layer order differs.
+    The dependency layer is the COPY of the lock file (its comments go with it); the code's, the COPY of
+    service/."""
+    lines = dockerfile.splitlines(keepends=True)
+    dependencies, code = copy_of(lines, "requirements.lock"), copy_of(lines, "service/")
+    if code < dependencies:
+        raise ValueError("the Dockerfile already copies service/ before the lock file")
+    naive = ["# The naive order: any edit to the code invalidates the pip layer below.\n", "COPY . .\n"]
+    return "".join([*lines[:comments_above(lines, dependencies)], *naive, *lines[dependencies + 1:code],
+                    *lines[code + 1:]])
 
 
 @dataclass(frozen=True)
@@ -44,20 +69,21 @@ class Variant:
 
 
 VARIANTS = {
-    "seed": Variant("seed", f"{IMAGE}:seed", BENCH / "seed" / "Dockerfile", BENCH / "seed",
+    "seed": Variant("seed", image_tag("seed"), BENCH / "seed" / "Dockerfile", BENCH / "seed",
                     "the classic Flask tutorial container, flaws kept"),
-    "naive": Variant("naive", f"{IMAGE}:naive", ROOT / "Dockerfile", ROOT,
+    "naive": Variant("naive", image_tag("naive"), ROOT / "Dockerfile", ROOT,
                      "slim, but `COPY . .` before the dependency install", naive_order),
-    "slim": Variant("slim", f"{IMAGE}:slim", ROOT / "Dockerfile", ROOT, "multi-stage, python slim runtime"),
-    "distroless": Variant("distroless", f"{IMAGE}:distroless", ROOT / "Dockerfile.distroless", ROOT,
+    "slim": Variant("slim", image_tag("slim"), ROOT / "Dockerfile", ROOT, "multi-stage, python slim runtime"),
+    "distroless": Variant("distroless", image_tag("distroless"), ROOT / "Dockerfile.distroless", ROOT,
                           "multi-stage, distroless python runtime"),
-    "micro": Variant("micro", f"{IMAGE}:micro", ROOT / "Dockerfile.micro", ROOT,
+    "micro": Variant("micro", image_tag("micro"), ROOT / "Dockerfile.micro", ROOT,
                      "FROM scratch, only the files a build-time trace saw the service use"),
-    "lb": Variant("lb", f"{IMAGE}:lb", ROOT / "deploy" / "swarm" / "haproxy" / "Dockerfile",
+    "lb": Variant("lb", image_tag("lb"), ROOT / "deploy" / "swarm" / "haproxy" / "Dockerfile",
                   ROOT / "deploy" / "swarm" / "haproxy", "HAProxy from Debian packages, the swarm stack's balancer"),
 }
 PROJECT_IMAGES = ("slim", "distroless", "micro")  # the API images the project ships
-# What `bench images` builds: every image compose.yaml and deploy/swarm/stack.yaml name, so both run after it.
+# What `python -m images build` builds: every image compose.yaml and deploy/swarm/stack.yaml name, so both
+# run after it.
 DEPLOY_IMAGES = (*PROJECT_IMAGES, "lb")
 # The rollout study's other images: the tutorial's, and micro where this checkout defines it (and does not
 # already build it as a project image).
@@ -78,8 +104,8 @@ def registry_reachable() -> bool:
 
 
 class Builder:
-    """Builds variants against one choice of bases: the registry's official bases, or the local ones `bench
-    bases` makes from Debian packages. `Builder.choose(mode)` resolves 'registry', 'local' or 'auto' (the
+    """Builds variants against one choice of bases: the registry's official bases, or the local ones `python -m
+    images bases` makes from Debian packages. `Builder.choose(mode)` resolves 'registry', 'local' or 'auto' (the
     registry's when they can be pulled, else local) once, before anything is built."""
 
     def __init__(self, offline: bool) -> None:
@@ -93,14 +119,14 @@ class Builder:
         """Resolve the bases once: pull the registry's, or make the local ones if they are missing."""
         offline = not registry_reachable() if mode == "auto" else mode == "local"
         if mode == "auto":
-            progress("using " + ("local bases made from Debian packages (python -m bench bases)" if offline
+            progress("using " + ("local bases made from Debian packages (python -m images bases)" if offline
                                  else "the registry's official bases"))
         if offline:
             bases.make_bases()
         return cls(offline)
 
     def describe(self) -> str:
-        return ("local (made from Debian trixie packages by `python -m bench bases`)" if self.offline
+        return ("local (made from Debian trixie packages by `python -m images bases`)" if self.offline
                 else f"registry ({', '.join(REGISTRY_BASES)})")
 
     def command(self, variant: Variant, extra: list[str] | None = None, context: Path | None = None,

@@ -1,8 +1,8 @@
 """Verifiable images: the SBOM checked against the image's files, and a rebuild from a clean builder that must
-give the same project layers. Also what `bench images` writes beside the images: each SBOM, and the bases'
+give the same project layers. Also what `python -m images build` writes beside the images: each SBOM, and the bases'
 image IDs and package lists.
 
-`python -m bench verify IMAGE|VARIANT`:
+`python -m images verify IMAGE|VARIANT`:
 - SBOM: `docker export` of a container made (never started) from the image; the document at sbom.SBOM_PATH
   must list only files the image has, with their SHA-256, and every regular file (micro) or every file under
   /app (slim, distroless); its Debian packages must be the image's package database, name for name and
@@ -21,17 +21,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from images import sbom
-
-from . import bases
-from .docker import docker, image_exists, progress
-from .image_measures import exported
+from . import bases, sbom
+from .docker import DOCKER_FILES, docker, exported, image_exists, inspect_image, progress
 from .variants import GENERATED, PROJECT_IMAGES, REGISTRY_BASES, VARIANTS, Builder
 
 RECORDS = GENERATED / "sbom"
 BASES_RECORD = GENERATED / "bases.json"
-# Files Docker itself puts in every container (mount points for its own files), never part of an image.
-DOCKER_FILES = frozenset({".dockerenv", "dev/console", "etc/hostname", "etc/hosts", "etc/resolv.conf"})
 DPKG = "var/lib/dpkg/"
 REGISTRY_BASE = {"slim": REGISTRY_BASES[0], "distroless": REGISTRY_BASES[1]}
 LOCAL_BASE = {"slim": bases.SLIM_BASE, "distroless": bases.DISTROLESS_BASE}
@@ -78,7 +73,7 @@ def parse(data: bytes, image: str) -> dict:
         document = json.loads(data)
     except ValueError as error:
         raise VerifyError(f"{image}: /{sbom.SBOM_PATH} is not JSON ({error}): rebuild it with "
-                          "`python -m bench images`") from None
+                          "`python -m images build`") from None
     if not isinstance(document, dict) or document.get("bomFormat") != "CycloneDX":
         raise VerifyError(f"{image}: /{sbom.SBOM_PATH} is not a CycloneDX document")
     return document
@@ -98,7 +93,7 @@ def sbom_problems(exported: Exported, variant: str) -> list[str]:
     """What the SBOM says that the image's files do not (and the other way round)."""
     document = exported.document
     if document is None:
-        return [f"no SBOM at /{sbom.SBOM_PATH}: rebuild the image with `python -m bench images`"]
+        return [f"no SBOM at /{sbom.SBOM_PATH}: rebuild the image with `python -m images build`"]
     listed = {path.lstrip("/"): digest for path, digest in sbom.listed_files(document).items()}
     problems = [f"listed but absent: /{path}" for path in sorted(set(listed) - set(exported.files))]
     problems += [f"listed with another SHA-256 than the image's: /{path}" for path in sorted(listed)
@@ -118,12 +113,12 @@ def sbom_problems(exported: Exported, variant: str) -> list[str]:
 
 
 def layers(image: str) -> list[str]:
-    return json.loads(docker("image", "inspect", "-f", "{{json .RootFS.Layers}}", image, quiet=True).stdout)
+    return inspect_image(image, ".RootFS.Layers")
 
 
 def label(image: str, name: str) -> str:
-    labels = json.loads(docker("image", "inspect", "-f", "{{json .Config.Labels}}", image, quiet=True).stdout)
-    return (labels or {}).get(name, "")
+    """One OCI label of an image, '' when it has none."""
+    return (inspect_image(image, ".Config.Labels") or {}).get(name, "")
 
 
 def base_of(variant: str, offline: bool) -> str | None:
@@ -141,7 +136,7 @@ def project_layers(image: str, base: str | None) -> list[str]:
     under = layers(base)
     if own[:len(under)] != under:
         raise VerifyError(f"{image} is not built on {base} as it is now (its first layers differ): rebuild it "
-                          "with `python -m bench images` and the same --bases")
+                          "with `python -m images build` and the same --bases")
     return own[len(under):]
 
 
@@ -166,7 +161,7 @@ def rebuild_problems(variant: str, tag: str, builder: Builder) -> list[str]:
                 for index, (old, new) in enumerate(zip(before, after, strict=True)) if old != new]
     if problems and revisions[0] != revisions[1]:
         problems.append(f"{tag} was built from revision {revisions[0]}, the rebuild from {revisions[1]}: build "
-                        "the image from this checkout first (python -m bench images)")
+                        "the image from this checkout first (python -m images build)")
     return problems
 
 
@@ -175,11 +170,11 @@ def resolve(target: str) -> tuple[str, str]:
     if target in PROJECT_IMAGES:
         tag = VARIANTS[target].tag
         if not image_exists(tag):
-            raise VerifyError(f"{tag} does not exist: build it with `python -m bench images`")
+            raise VerifyError(f"{tag} does not exist: build it with `python -m images build`")
         return tag, target
     if not image_exists(target):
         raise VerifyError(f"no image {target!r}: name one of {', '.join(PROJECT_IMAGES)} or an image "
-                          "that `python -m bench images` built")
+                          "that `python -m images build` built")
     return target, ""
 
 
@@ -194,7 +189,7 @@ def verify(target: str, builder: Builder | None) -> list[str]:
         variant = variant or named
     if variant not in PROJECT_IMAGES:
         raise VerifyError(f"{tag} has no SBOM naming its variant at /{sbom.SBOM_PATH}: verify checks the images "
-                          f"`python -m bench images` builds ({', '.join(PROJECT_IMAGES)})")
+                          f"`python -m images build` builds ({', '.join(PROJECT_IMAGES)})")
     problems = [f"SBOM: {problem}" for problem in sbom_problems(exported, variant)]
     exported.work.cleanup()
     progress(f"{tag}: the SBOM " + ("does not match its files" if problems else
@@ -223,7 +218,7 @@ def syft_comparison(tag: str) -> list[str]:
     exported = export(tag)
     exported.work.cleanup()
     if exported.document is None:
-        raise VerifyError(f"{tag} has no SBOM at /{sbom.SBOM_PATH}: rebuild it with `python -m bench images`")
+        raise VerifyError(f"{tag} has no SBOM at /{sbom.SBOM_PATH}: rebuild it with `python -m images build`")
     command = [syft_path(), f"docker:{tag}", "-o", "json", "-q"]
     progress("$ " + " ".join(command))
     try:
@@ -250,8 +245,8 @@ def base_record(name: str) -> dict:
 
 
 def write_records(builder: Builder) -> None:
-    """Beside the images: each project image's SBOM (bench/.generated/sbom/VARIANT.json) and the bases' IDs
-    and package lists (bench/.generated/bases.json)."""
+    """Beside the images: each project image's SBOM (images/.generated/sbom/VARIANT.json) and the bases' IDs
+    and package lists (images/.generated/bases.json)."""
     RECORDS.mkdir(parents=True, exist_ok=True)
     for variant in PROJECT_IMAGES:
         tag = VARIANTS[variant].tag

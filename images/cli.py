@@ -1,0 +1,91 @@
+"""Build the project's images, make their bases without a registry, verify an image, generate the Dockerfiles.
+Every Docker command is printed."""
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Callable
+
+from . import bases, dockerfiles, verify
+from .docker import DockerError
+from .variants import DEPLOY_IMAGES, PROJECT_IMAGES, VARIANTS, Builder
+
+
+def add_bases_option(parser: argparse.ArgumentParser) -> None:
+    """--bases and --offline: the bases a build starts from (here, and in the bench's studies that build)."""
+    parser.add_argument("--bases", choices=("auto", "registry", "local"), default="auto",
+                        help="registry: the official images; local: made by `python -m images bases` from Debian "
+                             "packages (first if missing); auto (default): registry when it can be pulled, else "
+                             "local")
+    parser.add_argument("--offline", dest="bases", action="store_const", const="local",
+                        help="same as --bases local")
+
+
+def parser_for() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m images", description=__doc__,
+                                     epilog="HELLO_API_IMAGE names the image repository built (default hello-api).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    built = ", ".join(VARIANTS[name].tag for name in DEPLOY_IMAGES)
+    add_bases_option(commands.add_parser("build", help=f"build {built} (HAProxy), then record their SBOMs and "
+                                                       "bases in images/.generated/"))
+    make = commands.add_parser("bases", help="make both base images from Debian trixie packages (no registry)")
+    make.add_argument("--rebuild", action="store_true", help="make them again even if they exist")
+    rebuild = commands.add_parser("verify", help="check an image's SBOM against its files, then rebuild it from a "
+                                                 "clean builder (docker builder prune -af) and compare its layers")
+    rebuild.add_argument("image", help=f"a variant ({', '.join(PROJECT_IMAGES)}) or an image it built")
+    rebuild.add_argument("--no-rebuild", dest="rebuild", action="store_false", help="the SBOM check only")
+    rebuild.add_argument("--syft", action="store_true", help="also print what syft finds that the SBOM does "
+                                                             "not, and the other way round (no rebuild)")
+    add_bases_option(rebuild)
+    commands.add_parser("dockerfiles", help="write Dockerfile, Dockerfile.distroless and Dockerfile.micro again "
+                                            "from images/templates/")
+    return parser
+
+
+def run_reporting_failures(program: str, run: Callable[[list[str]], int], argv: list[str] | None) -> int:
+    """A command line's `run` (this one's, the bench's), a failure it expects said in one line, exit status 1."""
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except FileNotFoundError as missing:
+        print(f"{program}: error: {missing.filename or missing} was not found: install it, or set DOCKER to a "
+              "Docker client that can build with BuildKit", file=sys.stderr)
+    except (DockerError, RuntimeError, subprocess.TimeoutExpired) as failure:
+        print(f"{program}: error: {failure}", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_reporting_failures("images", run, argv)
+
+
+def run(argv: list[str]) -> int:
+    options = parser_for().parse_args(argv)
+    if options.command == "bases":
+        bases.make_bases(options.rebuild)
+        print("build arguments for these bases: " + " ".join(bases.build_args()))
+    elif options.command == "build":
+        builder = Builder.choose(options.bases)
+        builder.build_all()
+        verify.write_records(builder)
+    elif options.command == "verify":
+        return run_verify(options)
+    elif options.command == "dockerfiles":
+        written = dockerfiles.write()
+        print("wrote " + ", ".join(path.name for path in written) if written else "the Dockerfiles are current")
+    return 0
+
+
+def run_verify(options: argparse.Namespace) -> int:
+    if options.syft:
+        print("\n".join(verify.syft_comparison(verify.resolve(options.image)[0])))
+        return 0
+    verify.resolve(options.image)  # a missing image is said before any registry is tried
+    problems = verify.verify(options.image, Builder.choose(options.bases) if options.rebuild else None)
+    for problem in problems:
+        print(f"images verify: {problem}", file=sys.stderr)
+    if problems:
+        print(f"images verify: {options.image} does not verify ({len(problems)} problem(s) above)", file=sys.stderr)
+        return 1
+    print(f"images verify: {options.image}: the SBOM accounts for its files"
+          + ("; a rebuild from a clean builder gave the same project layers" if options.rebuild else ""))
+    return 0
