@@ -46,6 +46,12 @@ def child_pids(parent: int) -> list[int]:
     return sorted(found)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used so far, all its threads together, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def open_descriptors(pids: list[int]) -> int:
     """Open file descriptors of these processes together, from /proc/<pid>/fd (a process gone counts 0)."""
     total = 0

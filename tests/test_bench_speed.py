@@ -214,3 +214,25 @@ def test_a_profile_is_summarised_per_thread_group_as_shares_of_all_samples():
 
 def study_failures(results: dict) -> list[str]:
     return image_report.guarantees(results)
+
+
+def test_bench_commits_counts_the_server_s_own_cpu_time_per_answered_request():
+    from bench.studies.commits import measured_run
+
+    with overhead.host_server("service", 2) as server:
+        run = measured_run(server, 1)
+    assert run["requests"] > 0 and run["non_2xx"] == 0
+    assert run["cpu_us_per_request"] > 0  # the server's CPU time moved while it answered, however little
+
+
+def test_a_commits_run_from_before_cpu_was_read_renders_it_as_not_measured():
+    from bench.studies import commits
+
+    figures = {"median": 1.0, "min": 1.0, "max": 1.0}
+    document = {"command": "python -m bench commits HEAD", "threads": 8, "rounds": 1, "seconds": 1,
+                "connections": 16, "revisions": {"HEAD": "HEAD"}, "noise": None,
+                "servers": {label: {"requests_per_second": figures, "p99_seconds": figures}
+                            for label in ("HEAD", commits.CONTROL)}}
+    upgraded = commits.run_results.upgraded(document, commits.STUDY.upgrades)
+    assert upgraded["servers"]["HEAD"]["cpu_us_per_request"] is None
+    assert "not measured" in commits.markdown(upgraded)

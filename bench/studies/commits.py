@@ -4,6 +4,8 @@ When a figure moves between committed runs, this says whether the code moved it:
 `service/` is taken with `git archive` into a temporary tree and served on loopback as host processes
 (`python -m service`, APP_LOG_LEVEL=WARNING, the current interpreter and waitress), beside plain waitress
 serving today's app as the control; wrk loads them in alternating rounds, the order rotated each round.
+Beside req/s (wrk and the servers share the CPUs) it records each server's own CPU time per answered request,
+read from /proc before and after each run: what a request costs the server, whatever wrk took.
 """
 
 import argparse
@@ -14,9 +16,10 @@ from pathlib import Path
 from images.docker import progress
 
 from .. import results as run_results
-from ..control import THREADS, host_server
+from ..control import THREADS, Listening, host_server
 from ..load import CONNECTIONS, summary, wrk
 from ..noise import Quietness, describe
+from ..processes import cpu_seconds
 from ..render import table
 from ..revisions import described, source_tree
 
@@ -43,17 +46,37 @@ def run(options: argparse.Namespace) -> dict:
             for number in range(rounds):
                 order = list(servers) if number % 2 == 0 else list(servers)[::-1]
                 for label in order:
-                    samples[label].append(wrk(servers[label].port, seconds, CONNECTIONS, host=servers[label].host))
+                    samples[label].append(measured_run(servers[label], seconds))
                 progress(f"round {number + 1}/{rounds}: " + ", ".join(
                     f"{label} {runs[-1]['requests_per_second']:,.0f}" for label, runs in samples.items()))
     results = {**run_results.header("full", options.command_line), "rounds": rounds, "seconds": seconds,
                "threads": THREADS, "connections": CONNECTIONS,
                "revisions": {rev: described(rev) for rev in revisions},
-               "servers": {label: {"requests_per_second": summary([r["requests_per_second"] for r in runs]),
-                                   "p99_seconds": summary([r["p99_seconds"] for r in runs])}
+               "servers": {label: {key: summary([run[key] for run in runs])
+                                   for key in ("requests_per_second", "p99_seconds", "cpu_us_per_request")}
                            for label, runs in samples.items()},
                "noise": quietness.summary()}
     return run_results.finish(results)
+
+
+def measured_run(server: Listening, seconds: int) -> dict:
+    """One wrk run against `server`, with the server's CPU time per answered request over that run."""
+    cpu_before = cpu_seconds(server.pid)
+    run = wrk(server.port, seconds, CONNECTIONS, host=server.host)
+    answered = run["requests"] - run["non_2xx"]
+    run["cpu_us_per_request"] = (cpu_seconds(server.pid) - cpu_before) / max(answered, 1) * 1e6
+    return run
+
+
+def with_cpu_not_measured(results: dict) -> dict:
+    """Format 1 to 2: runs before format 2 did not read the servers' CPU time."""
+    for server in results["servers"].values():
+        server.setdefault("cpu_us_per_request", None)
+    return results
+
+
+def cpu_cell(cpu: dict | None) -> str:
+    return "not measured" if cpu is None else f"{cpu['median']:.0f} µs ({cpu['min']:.0f}–{cpu['max']:.0f})"
 
 
 def markdown(results: dict) -> str:
@@ -63,15 +86,17 @@ def markdown(results: dict) -> str:
         rps, p99 = server["requests_per_second"], server["p99_seconds"]
         rows.append([f"`{label}`" if label != CONTROL else label, results["revisions"].get(label, "the control"),
                      f"{rps['median']:,.0f} ({rps['min']:,.0f}–{rps['max']:,.0f})", f"{rps['median'] / control:.2f}×",
+                     cpu_cell(server["cpu_us_per_request"]),
                      f"{p99['median'] * 1000:.1f} ms ({p99['min'] * 1000:.1f}–{p99['max'] * 1000:.1f})"])
     return f"""# The service at several commits, side by side
 
 `{results['command']}`: each revision's `service/` served on loopback (`python -m service`,
 APP_LOG_LEVEL=WARNING, {results['threads']} threads) beside plain waitress serving today's app; {results['rounds']}
 alternating rounds of `wrk --latency -t2 -c{results['connections']} -d{results['seconds']}s`, median (min–max).
+"server CPU" is the server process's own CPU time (user + system, all threads) per answered request.
 {describe(results.get('noise'))}
 
-{table(["server", "commit", "req/s", "× plain waitress", "p99"], rows)}
+{table(["server", "commit", "req/s", "× plain waitress", "server CPU per request", "p99"], rows)}
 """
 
 
@@ -79,4 +104,4 @@ STUDY = run_results.Study(
     name="commits", summary="the service at several commits side by side on loopback, with plain waitress as "
                             "the control (a minute or two)",
     files=("commits.json", "commits.md"), add_options=add_options, run=run,
-    render=run_results.markdown_file("commits.md", markdown))
+    render=run_results.markdown_file("commits.md", markdown), upgrades=(with_cpu_not_measured,))
