@@ -1,7 +1,7 @@
 """HTTP/1.1 on waitress, hardened: the only package that reaches into waitress's internals.
 
-waitress 3.0.2 parses and frames requests; each module here is named after the waitress module it overrides,
-to be read side by side with it on an upgrade, and says which behaviours it changes and why.
+waitress 3.0.2 parses and frames requests; each module here is the twin of the waitress module (or class) it
+overrides, to be read side by side with it on an upgrade, and says which behaviours it changes and why.
 tests/test_hardening.py and tests/test_strict_http.py fail if a waitress upgrade changes one of them
 underneath. The grammar itself is service/http_parser.py (no waitress in it); this package plugs it in:
 
@@ -56,7 +56,7 @@ from .channel import HardenedChannel
 from .dispatcher import CountingDispatcher, QueueDepthSummary, wait_until_threads_idle
 from .event_loop import EventLoop, FaultLog
 from .server import NOT_CLIENTS_PER_LISTENER, HardenedServer
-from .task import MAX_LOGGED_TARGET, logged_field, sent_method_and_target
+from .task import logged_request, sent_method_and_target
 
 log = logging.getLogger("service")
 
@@ -151,9 +151,8 @@ class Transport:
                 if request.error is not None:
                     continue
                 cut += 1
-                method, target = sent_method_and_target(request)
-                fields = {"client": logged_field(str(channel.addr[0]), 64), "method": logged_field(method, 32),
-                          "target": logged_field(target, MAX_LOGGED_TARGET)}
+                client, method, target = logged_request(str(channel.addr[0]), *sent_method_and_target(request))
+                fields = {"client": client, "method": method, "target": target}
                 log.warning("request cut short by %s, unanswered: %s %s %s", why, *fields.values(),
                             extra={"fields": fields})
         return cut

@@ -91,8 +91,7 @@ class HardenedChannel(HTTPChannel):
         if request is None or not request.begun() or self.total_outbufs_len or not self.connected:
             self.will_close = True
             return
-        request.error = request.refusal = request_timeout(seconds)
-        request.completed = True
+        request.give_up(request_timeout(seconds))
         with self.requests_lock:
             self.request, self.unparsed = None, b""
             self.requests.append(request)

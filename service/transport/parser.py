@@ -69,9 +69,15 @@ class HardenedParser(HTTPRequestParser):
         return consumed
 
     def refuse(self, refusal: Refusal, consumed: int) -> int:
-        self.error = self.refusal = refusal
-        self.completed = self.headers_finished = True
+        """Refused while parsing: the request ends here, its head counted as read."""
+        self.give_up(refusal)
+        self.headers_finished = True
         return consumed
+
+    def give_up(self, refusal: Refusal) -> None:
+        """The request ends with `refusal` as its answer, however much of it arrived."""
+        self.error = self.refusal = refusal
+        self.completed = True
 
     def parse_header(self, header_plus: bytes) -> None:
         line, _, fields = header_plus.partition(b"\r\n")

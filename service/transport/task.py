@@ -47,12 +47,15 @@ class LoggedTask:
                 and self.channel.addr[0] in LOOPBACK)
 
     def log_answer(self, access_log: AccessLog, seconds: float) -> None:
-        method, target = self.method_and_target()
-        access_log(logged_field(str(self.channel.addr[0]), 64), logged_field(method, 32),
-                   logged_field(target, MAX_LOGGED_TARGET), self.status[:3], seconds)
+        access_log(*logged_request(str(self.channel.addr[0]), *self.method_and_target()), self.status[:3], seconds)
 
     def method_and_target(self) -> tuple[str, str]:
         return sent_method_and_target(self.request)
+
+
+def logged_request(client: str, method: str, target: str) -> tuple[str, str, str]:
+    """The client, method and target as every log line carries them: printable, each cut to its limit."""
+    return logged_field(client, 64), logged_field(method, 32), logged_field(target, MAX_LOGGED_TARGET)
 
 
 def sent_method_and_target(request: HardenedParser) -> tuple[str, str]:
