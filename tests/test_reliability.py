@@ -14,7 +14,15 @@ import time
 import pytest
 import requests
 from conftest import inspect
-from raw_http import DRIPPING_REQUEST, HALF_SENT_REQUEST, exchange, held_connections, read_answer
+from raw_http import (
+    DRIPPING_REQUEST,
+    HALF_SENT_REQUEST,
+    assert_fresh_client_is_answered,
+    connect,
+    exchange,
+    held_connections,
+    read_answer,
+)
 from support import allow_open_files, docker, image_tag
 from test_config import INVALID
 
@@ -25,13 +33,7 @@ FRESH_CLIENT_SECONDS = 5.0
 
 
 def fresh_client_is_served(url: str) -> None:
-    answer = requests.get(f"{url}/health", timeout=FRESH_CLIENT_SECONDS)
-    assert answer.status_code == 200
-
-
-def connect(url: str) -> socket.socket:
-    host, port = url.removeprefix("http://").split(":")
-    return socket.create_connection((host, int(port)), timeout=5)
+    assert_fresh_client_is_answered(address_of(url), FRESH_CLIENT_SECONDS)
 
 
 def address_of(url: str) -> tuple[str, int]:
@@ -74,7 +76,7 @@ def test_a_refused_client_that_stays_connected_leaves_the_container_running_and_
     event loop listed what select() should watch. Through Docker's port proxy the service's close cannot be
     seen from here, so the client stays, silent, for twice the lingering close and a sweep."""
     name, url = run_container(image)
-    with connect(url) as client:
+    with connect(address_of(url)) as client:
         client.sendall(refused)
         assert read_answer(client, seconds=5).startswith(b"HTTP/1.1 400 ")
         time.sleep(2 * LINGER_SECONDS + 1)
@@ -86,7 +88,7 @@ def test_a_tls_handshake_on_the_plain_port_is_refused_at_once_and_the_server_kee
     _, url = run_container(image)
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    with connect(url) as raw:
+    with connect(address_of(url)) as raw:
         raw.settimeout(3)  # the server answers at once; a timeout here would be a failure, not a pass
         with pytest.raises(ssl.SSLError):
             context.wrap_socket(raw, server_hostname="localhost")
@@ -113,7 +115,7 @@ def test_1000_silent_and_50_dripping_sockets_do_not_lock_out_a_fresh_client(imag
 def test_pipelined_requests_are_answered_in_order(image, run_container):
     _, url = run_container(image)
     names = [f"pipe{i}" for i in range(20)]
-    with connect(url) as connection:
+    with connect(address_of(url)) as connection:
         connection.sendall(b"".join(f"GET /hello/{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for n in names))
         received = b""
         deadline = time.monotonic() + 10
@@ -129,7 +131,7 @@ def test_pipelined_requests_are_answered_in_order(image, run_container):
 
 def test_a_client_that_never_reads_does_not_block_others(image, run_container):
     _, url = run_container(image)
-    with connect(url) as hog:
+    with connect(address_of(url)) as hog:
         hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         request = b"GET /hello/" + b"x" * 90 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
         hog.sendall(request * 2000)  # about 260 KB of answers it will not read
@@ -152,7 +154,7 @@ def test_a_killed_server_is_restarted_by_docker_and_serves_again(image, run_cont
         try:
             fresh_client_is_served(url)
             return
-        except (requests.RequestException, AssertionError):
+        except (OSError, AssertionError):  # refused or reset until the restarted service listens
             time.sleep(0.2)
     fresh_client_is_served(url)
 
