@@ -1,6 +1,6 @@
 """The images' SBOMs: the writer (images/sbom.py) on made-up file systems, and under Docker each image's own
 SBOM against the CycloneDX schema and its files, the labels naming its commit, and micro rebuilt from a clean
-builder to the same layer. `python -m images verify`'s checks of the same documents: tests/test_bench_verify.py.
+builder to the same layer. `python -m images verify`'s checks of the same documents: tests/test_images_verify.py.
 """
 
 import hashlib

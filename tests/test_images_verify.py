@@ -47,7 +47,7 @@ def test_verify_reports_packages_the_sbom_and_the_image_disagree_on(tmp_path):
         "Debian package libc6: listed as 2.41-12, installed 2.41-13"]
 
 
-def test_bench_verify_names_a_missing_image_and_exits_1_without_a_traceback(monkeypatch, capsys):
+def test_images_verify_names_a_missing_image_and_exits_1_without_a_traceback(monkeypatch, capsys):
     monkeypatch.setattr(verify, "image_exists", lambda name: False)
     assert cli.main(["verify", "no-such-image:tag", "--no-rebuild"]) == 1
     err = capsys.readouterr().err
@@ -63,7 +63,7 @@ def exported_images(engine) -> dict[str, verify.Exported]:
 
 @pytest.mark.docker
 @pytest.mark.parametrize("variant", IMAGES)
-def test_each_image_passes_bench_verify_sbom_checks(exported_images, variant):
+def test_each_image_passes_images_verify_sbom_checks(exported_images, variant):
     exported = exported_images[variant]
     assert exported.document is not None, f"no /{sbom.SBOM_PATH}"
     assert verify.variant_of(exported.document) == variant
@@ -71,7 +71,7 @@ def test_each_image_passes_bench_verify_sbom_checks(exported_images, variant):
 
 
 @pytest.mark.docker
-def test_bench_verify_fails_on_an_image_with_a_file_its_sbom_does_not_list(engine, tmp_path):
+def test_images_verify_fails_on_an_image_with_a_file_its_sbom_does_not_list(engine, tmp_path):
     tag = VARIANTS[require_image("micro")].tag
     (tmp_path / "extra").write_text("not in the SBOM\n")
     (tmp_path / "Dockerfile").write_text(f"FROM {tag}\nCOPY extra /usr/lib/extra\n")
