@@ -1,1 +1,1 @@
-"""The image study: build the variants, measure them, write the report. Run `python -m bench --help`."""
+"""The studies: what each choice costs, measured on images that `images/` builds. Run `python -m bench --help`."""

@@ -1,4 +1,4 @@
-"""`python -m bench [study|report|reliability|rollout|workers|check]`: see --help."""
+"""`python -m bench [STUDY|report|check]`: see --help."""
 
 import sys
 

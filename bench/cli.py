@@ -1,5 +1,5 @@
-"""The image study and its tools. Without a sub-command: `study`. Every Docker command is printed. Building
-and verifying the images: `python -m images`."""
+"""The studies' command line: one sub-command a study, then `report` and `check`; without a sub-command,
+`study`. Every Docker command is printed. Building and verifying the images: `python -m images`."""
 
 import argparse
 import shlex

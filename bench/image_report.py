@@ -3,17 +3,18 @@ baseline image) and an SVG chart; and `study`'s targets. Works for `study`'s run
 compare` of any images (where a measurement is missing, the image's problems say why). Older documents
 reach it through UPGRADES, in the current shape."""
 
+from images.variants import PROJECT_IMAGES
+
 from . import control, noise
 from .render import bar, mb, mib, ms, ratio, table, targets_table, yes_no
 
-PRESET_BASELINE = "seed"
-PROJECT_IMAGES = ("slim", "distroless", "micro")
+BASELINE = "seed"
 
 
 def named_baseline_and_request(results: dict) -> dict:
     """Format 1 to 2: runs made before `bench compare` named no baseline (it was always seed) and no request
     (the service's port and routes), and kept their date in the machine's record."""
-    results.setdefault("baseline", PRESET_BASELINE)
+    results.setdefault("baseline", BASELINE)
     results.setdefault("request", {"port": 5000, "ready": "/health", "url": "/hello/bench"})
     if "date" in results["machine"]:
         results.setdefault("date", results["machine"].pop("date"))
@@ -97,14 +98,14 @@ def evaluate_targets(results: dict) -> list[dict]:
     for name in (n for n in STARTUP_CEILING if n in v):
         mine = v[name]
         startup, ceiling = mine["startup"]["median"], STARTUP_CEILING[name]
-        load, seed_load = mine["load"], v[PRESET_BASELINE]["load"]
+        load, seed_load = mine["load"], v[BASELINE]["load"]
         code_edit = mine["cache"]["code_edit"]
         targets += [
             {"target": f"{name}: start-up to first 200 ≤ {ceiling:g}× a noop container",
              "measured": f"{startup / noop:.2f}× ({ms(startup)} vs {ms(noop)})", "met": startup <= ceiling * noop},
             {"target": f"{name}: start-up faster than seed",
-             "measured": f"{ms(startup)} vs {ms(v[PRESET_BASELINE]['startup']['median'])}",
-             "met": startup < v[PRESET_BASELINE]["startup"]["median"]},
+             "measured": f"{ms(startup)} vs {ms(v[BASELINE]['startup']['median'])}",
+             "met": startup < v[BASELINE]["startup"]["median"]},
             {"target": f"{name}: docker stop ≤ 0.3 s",
              "measured": f"{mine['stop']['median']:.2f} s, exit codes {mine['stop']['exit_codes']}",
              "met": mine["stop"]["median"] <= 0.3},

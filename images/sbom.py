@@ -259,7 +259,7 @@ def micro_components(root: Path, lock: Path, packages: dict[str, Package], base:
             waitress.append(path)
         elif path in BASE_RECIPE_FILES:
             project.append(path)
-            project_properties[path] = {"hello-api:origin": "the base image's recipe (bench/bases.py)"}
+            project_properties[path] = {"hello-api:origin": "the base image's recipe (images/bases.py)"}
         elif found := package_of(path, owners, base):
             package, properties = found
             component = file_component(root, path, properties)

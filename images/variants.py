@@ -87,7 +87,6 @@ PROJECT_IMAGES = ("slim", "distroless", "micro")  # the API images the project s
 DEPLOY_IMAGES = (*PROJECT_IMAGES, "lb")
 # The rollout study's other images: the tutorial's, and micro where this checkout defines it (and does not
 # already build it as a project image).
-ROLLOUT_EXTRA_IMAGES = tuple(name for name in ("seed", "micro") if name in VARIANTS and name not in PROJECT_IMAGES)
 
 
 REGISTRY_BASES = ("python:3.13-slim", "gcr.io/distroless/python3-debian13:nonroot")  # the Dockerfiles' defaults
