@@ -85,9 +85,6 @@ PROJECT_IMAGES = ("slim", "distroless", "micro")  # the API images the project s
 # What `python -m images build` builds: every image compose.yaml and deploy/swarm/stack.yaml name, so both
 # run after it.
 DEPLOY_IMAGES = (*PROJECT_IMAGES, "lb")
-# The rollout study's other images: the tutorial's, and micro where this checkout defines it (and does not
-# already build it as a project image).
-
 
 REGISTRY_BASES = ("python:3.13-slim", "gcr.io/distroless/python3-debian13:nonroot")  # the Dockerfiles' defaults
 
