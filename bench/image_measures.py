@@ -15,11 +15,11 @@ import subprocess
 import tempfile
 import time
 import uuid
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from images.content import image_content
 from images.docker import DockerError, docker, docker_command, exported, image_exists, progress
 from images.variants import Builder, Variant
 
@@ -103,17 +103,6 @@ def attempt(entry: dict, what: str, measure: Callable[[], object]) -> object | N
 
 # ---- size -------------------------------------------------------------------------------------------
 
-def gzip_size(tag: str) -> int:
-    """Bytes of `docker save TAG | gzip`: about what a pull moves over the wire."""
-    command = [*docker_command(), "save", tag]
-    progress("$ " + " ".join(command) + " | gzip | wc -c")
-    compressor, total = zlib.compressobj(6, zlib.DEFLATED, 31), 0
-    with subprocess.Popen(command, stdout=subprocess.PIPE) as save:
-        while chunk := save.stdout.read(1 << 20):
-            total += len(compressor.compress(chunk))
-    return total + len(compressor.flush())
-
-
 KINDS = ("interpreter", "shared libraries", "stdlib bytecode", "stdlib source", "dependencies", "service", "other")
 PYTHON_LIBRARY = re.compile(r"usr/(local/)?lib/python3\.\d+/")
 INTERPRETER = re.compile(r"usr/(local/)?bin/python3\.\d+|.*/libpython3\.\d+\.so[.\d]*")
@@ -168,14 +157,14 @@ def python_version(tag: str) -> str | None:
 
 
 def size_study(tag: str) -> dict:
-    layers = docker("history", "--no-trunc", "--human=false", "--format", "{{.Size}}\t{{.CreatedBy}}", tag)
-    layer_rows = [line.split("\t", 1) for line in layers.stdout.splitlines() if line.strip()]
-    healthcheck = docker("image", "inspect", "--format", "{{if .Config.Healthcheck}}yes{{end}}", tag)
+    """Sizes and layers from the image's own content (images/content.py: the same on every image store), the
+    rest from its exported file system."""
+    content = image_content(tag)
     return {
-        "uncompressed_bytes": int(docker("image", "inspect", "--format", "{{.Size}}", tag).stdout),
-        "healthcheck": healthcheck.stdout.strip() == "yes",
-        "compressed_bytes": gzip_size(tag),
-        "layers": [{"bytes": int(size), "created_by": created[:160]} for size, created in reversed(layer_rows)],
+        "uncompressed_bytes": content.file_bytes,
+        "healthcheck": bool(content.config.get("config", {}).get("Healthcheck")),
+        "compressed_bytes": content.gzip_bytes,
+        "layers": [{"bytes": size, "created_by": created[:160]} for size, created in content.steps()],
         "python": python_version(tag),
         **filesystem_facts(tag),
     }
@@ -458,7 +447,8 @@ class Run:
                     t, self.plan.load_seconds, self.plan.connections, self.plan.load_runs))
             if loaded is None:
                 self.record(subject, "load", "idle memory", lambda t=subject: idle_memory(t))
-        found = {"noop_startup": noop, "noop_command": shlex.join(["docker", "run", "-d", "-p", "...", *self.noop]),
+        found = {"size_source": "layers",  # image_report.SIZE_SOURCES: read from the layers (images/content.py)
+                 "noop_startup": noop, "noop_command": shlex.join(["docker", "run", "-d", "-p", "...", *self.noop]),
                  "variants": self.entries}
         loaded = [t for t in answering if "requests_per_second" in self.entries[t.label].get("load", {})]
         if self.plan.open_loop_seconds and loaded:
