@@ -9,6 +9,8 @@
 # engine running, this host's docker client on PATH (no buildx), and a copy of the current commit in /src.
 # The COMMAND (default: bash scripts/test.sh) runs in /src as root; its exit status is this script's.
 # MACHINE_KEEP=1 leaves the machine and its volume for a look (`docker exec -it hello-api-machine-RELEASE bash`).
+# MACHINE_DOCKERD_CONFIG='{...}' becomes the machine's /etc/docker/daemon.json, e.g. the containerd image store:
+#   MACHINE_DOCKERD_CONFIG='{"features": {"containerd-snapshotter": true}}' bash scripts/machine.sh testing
 #
 # It runs as root on a host with a Docker engine, debootstrap and the host's CA bundle (an intercepting proxy's CA
 # reaches the machine through it). The flags below give the nested dockerd what it needs without --privileged,
@@ -92,6 +94,11 @@ import_root
 start_machine
 trap remove_machine EXIT
 copy_commit
+if [ -n "${MACHINE_DOCKERD_CONFIG:-}" ]; then
+  say "/etc/docker/daemon.json: $MACHINE_DOCKERD_CONFIG"
+  docker exec "$name" mkdir -p /etc/docker
+  printf '%s\n' "$MACHINE_DOCKERD_CONFIG" | docker exec -i "$name" tee /etc/docker/daemon.json >/dev/null
+fi
 say "$release: running $* in /src"
 status=0
 docker exec -w /src "$name" "$@" || status=$?
