@@ -1,6 +1,7 @@
 """The Docker CLI, as images/, the bench and the tests use it: honours $DOCKER, prints what it runs; an
 image's exported file system and a free host port to publish a container on."""
 
+import functools
 import json
 import os
 import shlex
@@ -51,6 +52,21 @@ def docker(*args: str, check: bool = True, timeout: float = 600, quiet: bool = F
 
 class DockerError(RuntimeError):
     """A Docker command failed; the message holds the command and Docker's stderr."""
+
+
+def build(context: Path | str, *options: str, input: bytes | None = None,
+          timeout: float = 1800) -> subprocess.CompletedProcess:
+    """Build with BuildKit into the engine's images, the one way every image here is built: `docker buildx
+    build --load` where the client has the buildx plugin (every client since 23.0 builds through it; `--load`
+    puts the image among the engine's whichever builder is selected), else a 20.10 client's `docker build`,
+    whose BuildKit is built in (DOCKER_BUILDKIT=1)."""
+    return docker(*build_command(), *options, str(context), input=input, timeout=timeout)
+
+
+@functools.cache
+def build_command() -> tuple[str, ...]:
+    has_buildx = docker("buildx", "version", check=False, quiet=True, timeout=30).returncode == 0
+    return ("buildx", "build", "--load") if has_buildx else ("build",)
 
 
 def engine_available() -> bool:

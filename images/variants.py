@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import bases
-from .docker import ROOT, ca_secret_args, docker, progress
+from .docker import ROOT, build, ca_secret_args, docker, progress
 
 BENCH = ROOT / "bench"  # the tutorial's seed image the bench compares against lives there
 # Dockerfiles derived from the committed ones (the naive variant's) and the records of a build; not committed
@@ -125,17 +125,16 @@ class Builder:
         return ("local (made from Debian trixie packages by `python -m images bases`)" if self.offline
                 else f"registry ({', '.join(REGISTRY_BASES)})")
 
-    def command(self, variant: Variant, extra: list[str] | None = None, context: Path | None = None,
-                tag: str | None = None) -> list[str]:
-        return ["build", "--progress=plain", "-f", str(dockerfile_path(variant)), "-t", tag or variant.tag,
-                *self.base_args, *revision_args(), *ca_secret_args(), *(extra or []),
-                str(context or variant.context)]
+    def options(self, variant: Variant, extra: list[str] | None = None, tag: str | None = None) -> list[str]:
+        """The build's options: its Dockerfile, tag, bases, labels and the CA secret."""
+        return ["--progress=plain", "-f", str(dockerfile_path(variant)), "-t", tag or variant.tag,
+                *self.base_args, *revision_args(), *ca_secret_args(), *(extra or [])]
 
     def build(self, variant: Variant, extra: list[str] | None = None, context: Path | None = None,
               tag: str | None = None) -> tuple[float, str]:
         """Build one variant; returns (wall seconds, BuildKit's plain progress output)."""
         started = time.perf_counter()
-        result = docker(*self.command(variant, extra, context, tag), timeout=1800)
+        result = build(context or variant.context, *self.options(variant, extra, tag))
         return time.perf_counter() - started, result.stderr + result.stdout
 
     def build_all(self, names: tuple[str, ...] = DEPLOY_IMAGES) -> None:

@@ -11,6 +11,7 @@ from images.docker import (
     DOCKER_FILES,
     ROOT,
     DockerError,
+    build,
     docker,
     engine_available,
     exported,
@@ -20,12 +21,12 @@ from images.docker import (
 )
 from images.variants import IMAGE, VARIANTS, Builder, image_tag
 
-__all__ = ["DOCKER_FILES", "IMAGE", "ROOT", "DockerError", "allow_open_files", "build", "child_pids", "docker",
-           "engine_available", "exported", "free_port", "image_exists", "image_tag", "inspect_image"]
+__all__ = ["DOCKER_FILES", "IMAGE", "ROOT", "DockerError", "allow_open_files", "build", "build_variant", "child_pids",
+           "docker", "engine_available", "exported", "free_port", "image_exists", "image_tag", "inspect_image"]
 
 
-def build(variant: str, context: Path = ROOT, tag: str | None = None, extra: tuple[str, ...] = ()) -> str:
-    """`docker build` of a project image from `context`, as `python -m images build` builds it, on the local
+def build_variant(variant: str, context: Path = ROOT, tag: str | None = None, extra: tuple[str, ...] = ()) -> str:
+    """A project image built from `context` as `python -m images build` builds it, on the local
     bases when both exist (else the Dockerfile's registry defaults); returns BuildKit's plain progress output."""
     local = all(image_exists(base) for base in (bases.SLIM_BASE, bases.DISTROLESS_BASE))
     _, output = Builder(offline=local).build(VARIANTS[variant], list(extra), context, tag)

@@ -272,7 +272,7 @@ def test_build_commands_name_a_dockerfile_that_exists_so_they_can_be_run_as_prin
     from pathlib import Path
 
     for name in ("seed", "naive", "slim", "distroless"):
-        command = Builder(offline=False).command(VARIANTS[name])
+        command = Builder(offline=False).options(VARIANTS[name])
         assert "-" not in command[command.index("-f") + 1:command.index("-f") + 2]
         assert Path(command[command.index("-f") + 1]).read_text() == VARIANTS[name].dockerfile_text()
 

@@ -20,7 +20,7 @@ from conftest import ROOT, unavailable
 from bench.studies import STUDY
 from bench.studies.compare import CompareError, code_file, dependency_file, parse_build, parse_image, subjects_from
 from images import bases
-from images.docker import docker, image_exists
+from images.docker import build, docker, image_exists
 from images.variants import IMAGE
 
 SERVED = 'WORKDIR /srv\nRUN echo ok > health && echo hi > hello\nCMD ["python3", "-m", "http.server", "8000"]\n'
@@ -132,7 +132,7 @@ def foreign_images(engine, tmp_path_factory) -> dict[str, str]:
         context = tmp_path_factory.mktemp(label)
         (context / "Dockerfile").write_text(f"FROM {base}\n{body}")
         tags[label] = f"hello-api-foreign-{run}:{label}"
-        docker("build", "-q", "-t", tags[label], str(context))
+        build(context, "-q", "-t", tags[label])
     context = tmp_path_factory.mktemp("built")
     (context / "Dockerfile").write_text(f"FROM {base}\n{BUILT}")
     (context / "requirements.txt").write_text("# no dependencies: the install step runs and installs nothing\n")

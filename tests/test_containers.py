@@ -15,7 +15,7 @@ import pytest
 import requests
 from conftest import IMAGES, ROOT, SHELL_LESS, inspect, require_image, wait_until
 from raw_http import connect, read_until_closed, request
-from support import build, docker, image_tag
+from support import build, build_variant, docker, image_tag
 
 pytestmark = pytest.mark.docker
 
@@ -161,7 +161,7 @@ def test_the_build_context_holds_only_the_service_and_the_lock(engine):
     listing = (f'FROM {image_tag("slim")}\nCOPY . /context\nWORKDIR /context\n'
                'ENTRYPOINT ["find", ".", "-type", "f"]\n')
     tag = f"hello-api-context-probe:{uuid.uuid4().hex[:8]}"
-    docker("build", "-q", "-t", tag, "-f", "-", str(ROOT), input=listing.encode())
+    build(ROOT, "-q", "-t", tag, "-f", "-", input=listing.encode())
     try:
         files = [f.removeprefix("./") for f in docker("run", "--rm", tag).stdout.split()]
     finally:
@@ -196,10 +196,10 @@ def test_a_code_only_edit_rebuilds_without_rerunning_pip(engine, variant):
             (shutil.copytree if source.is_dir() else shutil.copy2)(source, context / name)
         probe = f"hello-api-cache-probe:{uuid.uuid4().hex[:8]}"
         try:
-            build(variant, context, tag=probe)
+            build_variant(variant, context, tag=probe)
             with (context / "service" / "app.py").open("a") as app:
                 app.write(f"\n# edited by the cache test {uuid.uuid4()}\n")
-            output = build(variant, context, tag=probe)
+            output = build_variant(variant, context, tag=probe)
         finally:
             docker("rmi", "-f", probe, check=False)
     steps = cached_steps(output)

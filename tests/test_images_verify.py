@@ -13,7 +13,7 @@ from conftest import IMAGES, ROOT, require_image
 from test_sbom import LOCK, micro_document, micro_system, slim_system, write
 
 from images import cli, sbom, variants, verify
-from images.docker import docker
+from images.docker import build, docker
 from images.variants import VARIANTS
 
 
@@ -76,7 +76,7 @@ def test_images_verify_fails_on_an_image_with_a_file_its_sbom_does_not_list(engi
     (tmp_path / "extra").write_text("not in the SBOM\n")
     (tmp_path / "Dockerfile").write_text(f"FROM {tag}\nCOPY extra /usr/lib/extra\n")
     probe = f"{variants.IMAGE}:verify-probe"
-    docker("build", "-q", "-t", probe, str(tmp_path))
+    build(tmp_path, "-q", "-t", probe)
     try:
         result = subprocess.run([sys.executable, "-m", "images", "verify", probe, "--no-rebuild"], cwd=ROOT,
                                 capture_output=True, text=True, timeout=120)

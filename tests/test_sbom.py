@@ -16,7 +16,7 @@ from conftest import IMAGES, ROOT, require_image
 from jsonschema import Draft7Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
-from support import IMAGE, build, docker, image_tag, inspect_image
+from support import IMAGE, build_variant, docker, image_tag, inspect_image
 
 from images import sbom, verify
 
@@ -229,7 +229,7 @@ def test_micro_built_twice_from_a_clean_builder_has_the_same_layer_whatever_its_
     try:
         for tag, revision in zip(tags, ("first", "second"), strict=True):
             docker("builder", "prune", "-af", timeout=600)
-            build("micro", tag=tag, extra=("--build-arg", f"REVISION={revision}",
+            build_variant("micro", tag=tag, extra=("--build-arg", f"REVISION={revision}",
                                            "--build-arg", f"SOURCE=test-{revision}"))
         first, second = (inspect_image(tag, ".RootFS.Layers") for tag in tags)
         labels = [label(tag, "org.opencontainers.image.revision") for tag in tags]
