@@ -324,8 +324,9 @@ def memory_probe(results: dict) -> str:
 def markdown(results: dict) -> str:
     v, m, plan = results["variants"], results["machine"], results["plan"]
     base_name, request = results["baseline"], results["request"]
-    load = next(iter(measured(v, "load").values()), None) or {"connections": plan.get("connections", 16),
-                                                              "seconds": plan.get("load_seconds", "?")}
+    # the wrk settings, from an image whose throughput was measured (others may have idle memory only)
+    load = next((x for x in measured(v, "load").values() if "connections" in x), None) or {
+        "connections": plan.get("connections", 16), "seconds": plan.get("load_seconds", "?")}
     targets = f"## Targets\n\n{targets_table(results['targets'])}\n\n" if results.get("targets") else ""
     images = table(["image", "tag", "what it is"],
                    [[f"`{n}`", f"`{x['tag']}`", x["note"] or "–"] for n, x in v.items()])

@@ -213,6 +213,15 @@ def test_a_document_of_an_older_format_is_upgraded_when_loaded_and_written_in_th
     assert STUDY.check(tmp_path) == []
 
 
+def test_a_compare_report_where_no_image_answered_the_load_url_names_the_plans_wrk_settings():
+    results = synthetic_results()
+    results.update(compare=True, plan={**results["plan"], "connections": 12, "load_seconds": 3})
+    for entry in results["variants"].values():
+        entry["load"] = {"rss_idle_kib": 16000}  # idle memory only: GET --url answered no 2xx
+    report = STUDY.render(image_report.evaluate(results))["report.md"]
+    assert "wrk --latency -t2 -c12 -d3s" in report
+
+
 def test_writing_one_study_leaves_the_other_studies_files_alone(tmp_path):
     STUDY.write(image_report.evaluate(synthetic_results()), tmp_path)
     before = {path.name: path.read_text() for path in tmp_path.iterdir()}
