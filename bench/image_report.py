@@ -22,8 +22,10 @@ def named_baseline_and_request(results: dict) -> dict:
 
 
 def sizes_from_the_engine(results: dict) -> dict:
-    """Format 2 to 3: runs before images/content.py read the sizes through the engine (all on overlay2)."""
+    """Format 2 to 3: runs before images/content.py read the sizes through the engine, and recorded no image
+    store: every one ran on Docker 20.10's overlay2."""
     results.setdefault("size_source", "engine")
+    results["machine"].setdefault("image_store", "overlay2")
     return results
 
 
@@ -35,7 +37,7 @@ SIZE_SOURCES = {
               "stores it (about\nwhat a pull moves).",
     "engine": "Sizes from the engine (a run from before format 3): uncompressed, `docker image inspect`'s "
               "`.Size` on\noverlay2 (the same bytes of files, give or take a few KB of symlinks); gzip, of the "
-              "whole `docker save`\n(within 0.1% of the layer-by-layer figure); layers from `docker history`.",
+              "whole `docker save`;\nlayers from `docker history`.",
 }
 
 
@@ -350,7 +352,7 @@ hits are read from BuildKit's `--progress=plain` output. {cache_note}
     return f"""# Image study: {results['label']}
 
 {results['date']}, {results['mode']} mode. {command}{m['cpus']} CPUs, {m['platform']}, Docker \
-{m['docker_server']}.
+{m['docker_server']}, image store {m['image_store']}.
 Bases: {m.get('bases', 'none built')}. Every ratio is to `{base_name}`, measured in the same run.
 {noise.describe(results.get("noise"))}
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 
-from images.docker import docker, progress
+from images.docker import docker, image_store, progress
 
 
 def header(mode: str, command: str, plan: object | None = None, bases: str | None = None) -> dict:
@@ -28,7 +28,7 @@ def header(mode: str, command: str, plan: object | None = None, bases: str | Non
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "mode": mode, "command": command,
         "plan": asdict(plan) if is_dataclass(plan) else plan,
         "machine": {"platform": platform.platform(), "kernel": platform.release(), "machine": platform.machine(),
-                    "cpus": os.cpu_count(), "docker_server": docker_version(),
+                    "cpus": os.cpu_count(), "docker_server": docker_version(), "image_store": image_store(),
                     **({"bases": bases} if bases else {})},
         "load_average": {"start": os.getloadavg()[0]},
     }

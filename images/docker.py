@@ -77,6 +77,16 @@ def engine_available() -> bool:
         return False
 
 
+def image_store() -> str:
+    """Where the engine keeps images: 'overlay2' (or another graph driver), or 'containerd (overlayfs
+    snapshotter)' on the containerd image store, whose `docker image inspect .Size` means something else."""
+    info = json.loads(docker("info", "--format", "{{json .}}", quiet=True).stdout)
+    driver = info.get("Driver", "unknown")
+    if ["driver-type", "io.containerd.snapshotter.v1"] in (info.get("DriverStatus") or []):
+        return f"containerd ({driver} snapshotter)"
+    return driver
+
+
 def image_exists(name: str) -> bool:
     return docker("image", "inspect", name, check=False, quiet=True).returncode == 0
 

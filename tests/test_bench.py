@@ -91,7 +91,8 @@ def synthetic_results() -> dict:
 
     return {"label": "synthetic", "mode": "quick", "plan": {"startup_runs": 3, "stop_runs": 3, "load_runs": 2},
             "date": "d", "baseline": "seed", "request": {"port": 5000, "ready": "/health", "url": "/hello/bench"},
-            "machine": {"platform": "p", "cpus": 2, "docker_server": "20.10", "bases": "local"},
+            "machine": {"platform": "p", "cpus": 2, "docker_server": "20.10", "image_store": "overlay2",
+                        "bases": "local"},
             "size_source": "layers", "noop_startup": summary([0.3, 0.31, 0.29]),
             "startup_phases": {"micro": {"docker": 0.25, "python": 0.1, "first_answer": 0.04, "total": 0.39,
                                          "imports": 0.05, "runs": 3}},
@@ -202,11 +203,12 @@ def test_a_document_of_an_older_format_is_upgraded_when_loaded_and_written_in_th
     results = synthetic_results()
     older = {key: value for key, value in results.items()
              if key not in ("baseline", "request", "date", "size_source")}
-    older["machine"] = {**results["machine"], "date": "d"}
+    older["machine"] = {**{k: v for k, v in results["machine"].items() if k != "image_store"}, "date": "d"}
     (tmp_path / STUDY.json).write_text(json.dumps(older))
     loaded = STUDY.load(tmp_path)
     assert (loaded["baseline"], loaded["request"]["url"], loaded["date"]) == ("seed", "/hello/bench", "d")
     assert loaded["size_source"] == "engine"  # measured through the engine's own figures, and says so
+    assert loaded["machine"]["image_store"] == "overlay2"  # where every run before format 3 was made
     assert "Sizes from the engine" in STUDY.render(loaded)["report.md"]
     STUDY.write(loaded, tmp_path)
     assert json.loads((tmp_path / STUDY.json).read_text())["format"] == STUDY.version == 3
