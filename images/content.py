@@ -48,7 +48,7 @@ class ImageContent:
     def file_bytes(self) -> int:
         """The files' bytes over every layer: the image's uncompressed size. overlay2's `.Size` is the same
         figure, give or take its symlinks: it counts their targets' length in layers it unpacked itself (a pull,
-        `docker import`) and not in layers BuildKit made (about 100 bytes in micro, 5 KB in distroless)."""
+        `docker import`) and not in layers BuildKit made (so none in micro; 4.5 KB in distroless, 17 KB in slim)."""
         return sum(layer.file_bytes for layer in self.layers)
 
     @property

@@ -1,5 +1,6 @@
-"""The Docker CLI, as images/, the bench and the tests use it: honours $DOCKER, prints what it runs; an
-image's exported file system and a free host port to publish a container on."""
+"""The Docker CLI, as images/, the bench and the tests use it: honours $DOCKER, prints what it runs; the one
+way to build, the engine's image store, an image's exported file system and a free host port to publish a
+container on."""
 
 import functools
 import json
