@@ -78,13 +78,8 @@ builder_in_use() {
   else return 1; fi
 }
 
-image_store() {  # what `docker image inspect` sizes mean depends on it
-  local driver
-  driver=$($DOCKER info --format '{{.Driver}}' 2>/dev/null || true)
-  case "$driver" in
-    overlayfs|stargz|native|zfs|btrfs) echo "containerd ($driver snapshotter)" ;;
-    *) echo "${driver:-unknown}" ;;
-  esac
+image_store() {  # what `docker image inspect` sizes mean depends on it; the bench's own reading (images/docker.py)
+  DOCKER=$DOCKER python3 -c 'from images.docker import image_store; print(image_store())' 2>/dev/null || echo unknown
 }
 
 [ -n "${DOCKER:-}" ] && DOCKER_CHOSEN_BY_CALLER=yes
