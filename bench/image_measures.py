@@ -29,8 +29,10 @@ from .containers import (
     READY_SECONDS,
     NotReady,
     answers,
-    free_port,
+    engine_address,
     get_status,
+    host_port,
+    memory_kib,
     publish,
     remove,
     rss_kib,
@@ -236,12 +238,12 @@ def cache_study(variant: Variant, builder: Builder, dependency_file: str | None,
 def timed_start(subject: Subject | None, run_args: list[str], container_port: int) -> float:
     """Seconds from `docker run -d` to its return (subject None: the noop) or to the first 2xx on its
     ready path."""
-    name, port = unique_name(), free_port()
+    name, port = unique_name(), host_port()
     command = [*docker_command(), "run", "-d", *publish(name, port, container_port), *run_args]
     started = time.perf_counter()
     try:
         subprocess.run(command, check=True, capture_output=True, timeout=60)
-        if subject is not None and not answers(port, subject.ready, seconds=subject.ready_seconds):
+        if subject is not None and not answers(port, subject.ready, engine_address(), subject.ready_seconds):
             raise NotReady(f"{subject.tag} did not answer GET {subject.ready} with a 2xx within "
                            f"{subject.ready_seconds:g} s in a timed start")
         return time.perf_counter() - started
@@ -301,11 +303,11 @@ def startup_phases_once(tag: str) -> dict | None:
     from there until the service logged that it listens (interpreter, imports, bind), and from there
     until the bench's poll got its first 200 (the port proxy and the 5 ms polling). None when the log
     has no time-stamped serving line."""
-    name, port = unique_name(), free_port()
+    name, port = unique_name(), host_port()
     started = time.time()
     docker("run", "-d", *publish(name, port), tag, quiet=True)
     try:
-        if not answers(port):
+        if not answers(port, host=engine_address()):
             raise NotReady(f"{tag} never answered GET /health within 30 s")
         answered = time.time()
         process_started = epoch(docker("inspect", "--format", "{{.State.StartedAt}}", name, quiet=True).stdout.strip(),
@@ -356,56 +358,68 @@ class NotServed(RuntimeError):
 
 
 def load_study(subject: Subject, seconds: int, connections: int, runs: int) -> dict:
-    """RSS idle, then repeated wrk runs through the -p mapping, with RSS sampled in the middle of each."""
-    with started(subject) as (name, port):
+    """Memory idle, then repeated wrk runs through the -p mapping, with memory sampled in the middle of each."""
+    with started(subject) as ready:
         for _ in range(20):
-            status = get_status(port, subject.url, timeout=2)
+            status = get_status(ready.port, subject.url, timeout=2, host=ready.host)
         if status is None or not 200 <= status < 300:
             raise NotServed(f"GET {subject.url} answered {status or 'nothing'}, not a 2xx: no throughput or "
                             f"loaded memory measured; pass --url with a path that answers 2xx")
         time.sleep(2)
-        memory = Memory(name)
+        memory = Memory(ready.name)
         idle = memory.read()
-        wrk(port, 1, connections, path=subject.url)  # warm-up, discarded
+        wrk(ready.port, 1, connections, path=subject.url, host=ready.host)  # warm-up, discarded
         attempts, under_load = [], []
         for _ in range(runs):
-            attempts.append(wrk(port, seconds, connections, path=subject.url,
+            attempts.append(wrk(ready.port, seconds, connections, path=subject.url, host=ready.host,
                                 during=lambda: under_load.append(memory.read())))
-    loaded = [kib for kib in under_load if kib is not None]
     return {"connections": connections, "seconds": seconds, "url": subject.url, **summarise_wrk_runs(attempts),
-            "rss_idle_kib": idle, "rss_under_load_kib": max(loaded) if loaded else None, **memory.problem()}
+            **memory.figures(idle, under_load)}
 
 
 def idle_memory(subject: Subject) -> dict:
-    """Idle RSS alone, for an image whose load URL answers no 2xx."""
+    """Idle memory alone, for an image whose load URL answers no 2xx."""
     with started(subject) as ready:
         time.sleep(2)
         memory = Memory(ready.name)
-        return {"rss_idle_kib": memory.read(), **memory.problem()}
+        return memory.figures(memory.read())
 
 
 class Memory:
-    """A container's RSS, read on the host; where it cannot be (not the engine's host), None and why."""
+    """A container's memory, sampled: its anonymous memory from the engine's stats (wherever the engine runs)
+    and, where the engine runs on this machine, its first process's RSS from /proc beside it (the figure
+    runs before format 4 reported). What cannot be read is None, with why."""
 
     def __init__(self, name: str) -> None:
-        self.name, self.unreadable = name, ""
+        self.name, self.unreadable = name, {}
 
-    def read(self) -> int | None:
+    def read(self) -> dict[str, int | None]:
+        return {"memory": self.attempt("memory", memory_kib), "rss": self.attempt("rss", rss_kib)}
+
+    def attempt(self, figure: str, reader: Callable[[str], int]) -> int | None:
         try:
-            return rss_kib(self.name)
+            return reader(self.name)
         except RuntimeError as why:
-            self.unreadable = str(why)
+            self.unreadable[figure] = str(why)
             return None
 
-    def problem(self) -> dict:
-        return {"memory_problem": self.unreadable} if self.unreadable else {}
+    def figures(self, idle: dict, under_load: list[dict] | None = None) -> dict:
+        """`memory_idle_kib`, `rss_idle_kib` and, given samples under load, each one's largest; with
+        `memory_problem` (the engine's figure missing) or `rss_problem` (expected away from the engine)."""
+        found = {f"{figure}_idle_kib": idle[figure] for figure in ("memory", "rss")}
+        if under_load is not None:
+            for figure in ("memory", "rss"):
+                loaded = [sample[figure] for sample in under_load if sample[figure] is not None]
+                found[f"{figure}_under_load_kib"] = max(loaded) if loaded else None
+        return {**found, **{f"{figure}_problem": why for figure, why in self.unreadable.items()}}
 
 
 def open_loop_study(subject: Subject, rates: list[int], seconds: int) -> dict:
     """Latency at fixed request rates (bench/openloop.py), one rate after another, on one container."""
     with started(subject) as ready:
-        open_loop(ready.port, rates[0], 1, path=subject.url)  # warm-up
-        return {str(rate): open_loop(ready.port, rate, seconds, path=subject.url) for rate in rates}
+        open_loop(ready.port, rates[0], 1, path=subject.url, host=ready.host)  # warm-up
+        return {str(rate): open_loop(ready.port, rate, seconds, path=subject.url, host=ready.host)
+                for rate in rates}
 
 
 # ---- the run ----------------------------------------------------------------------------------------

@@ -29,7 +29,25 @@ def sizes_from_the_engine(results: dict) -> dict:
     return results
 
 
-UPGRADES = (named_baseline_and_request, sizes_from_the_engine)
+def memory_from_the_engine(results: dict) -> dict:
+    """Format 3 to 4: runs before the engine's stats read memory only as the first process's VmRSS on the
+    engine's host (then `rss_from`, and a `memory_problem` meant that figure), and published on loopback."""
+    results.pop("rss_from", None)
+    results["machine"].setdefault("engine_address", "127.0.0.1")
+    for entry in results["variants"].values():
+        load = entry.get("load")
+        if load is None:
+            continue
+        if "memory_problem" in load:
+            load["rss_problem"] = load.pop("memory_problem")
+        load["memory_idle_kib"] = None
+        if "rss_under_load_kib" in load:
+            load["memory_under_load_kib"] = None
+        load["memory_problem"] = "runs before format 4 read only the first process's RSS"
+    return results
+
+
+UPGRADES = (named_baseline_and_request, sizes_from_the_engine, memory_from_the_engine)
 # How a run measured its sizes, as its report says it.
 SIZE_SOURCES = {
     "layers": "Sizes and layers from the image's own layers (read from `docker save`, the same on every image "
@@ -240,14 +258,24 @@ def stop_table(v: dict, base_name: str) -> str:
 
 
 def memory_table(v: dict, base_name: str) -> str:
+    """Anonymous memory (the engine's) and the first process's RSS (/proc), idle and under load, with a line
+    for each reason a figure is missing."""
     base = base_of(v, "load", base_name)
-    rows = [[f"`{n}`", mib(m["rss_idle_kib"]) if m["rss_idle_kib"] is not None else "– (unreadable)",
-             ratio(m["rss_idle_kib"], base.get("rss_idle_kib")),
-             "– (no load)" if "rss_under_load_kib" not in m else
-             mib(m["rss_under_load_kib"]) if m["rss_under_load_kib"] is not None else "– (unreadable)",
-             ratio(m.get("rss_under_load_kib"), base.get("rss_under_load_kib"))]
-            for n, m in measured(v, "load").items()]
-    return table(["image", "RSS idle", f"×{base_name}", "RSS under load (max)", f"×{base_name}"], rows)
+
+    def cells(m: dict, figure: str) -> list[str]:
+        idle, loaded = f"{figure}_idle_kib", f"{figure}_under_load_kib"
+        return [mib(m[idle]) if m.get(idle) is not None else "–", ratio(m.get(idle), base.get(idle)),
+                "– (no load)" if loaded not in m else mib(m[loaded]) if m[loaded] is not None else "–",
+                ratio(m.get(loaded), base.get(loaded))]
+
+    loads = measured(v, "load")
+    rows = [[f"`{n}`", *cells(m, "memory"), *cells(m, "rss")] for n, m in loads.items()]
+    why = {f"{figure}: {m[f'{figure}_problem']}" for m in loads.values() for figure in ("memory", "rss")
+           if m.get(f"{figure}_problem")}
+    reasons = "".join(f"\n- {line}" for line in sorted(why))
+    return table(["image", "memory idle", f"×{base_name}", "under load (max)", f"×{base_name}",
+                  "RSS idle", f"×{base_name}", "under load (max)", f"×{base_name}"], rows) + (
+        f"\n\nMissing figures:{reasons}" if reasons else "")
 
 
 def throughput_table(v: dict, base_name: str) -> str:
@@ -317,10 +345,9 @@ def problems_section(v: dict) -> str:
     return "## What could not be measured\n\n" + "\n".join(lines) + "\n\n"
 
 
-def memory_probe(results: dict) -> str:
-    if results.get("rss_from") == "host":
-        return "read on the host from its `/proc/PID/status` (which works for any image)"
-    return "read by `docker exec CONTAINER python3 -c ...`"
+def bind_address(machine: dict) -> str:
+    """What the bench published on: the engine's loopback, or every interface of an engine reached elsewhere."""
+    return "127.0.0.1" if machine["engine_address"] in ("127.0.0.1", "localhost", "::1") else "0.0.0.0"
 
 
 def markdown(results: dict) -> str:
@@ -372,9 +399,10 @@ the image.
 
 {cache}## Start-up
 
-`docker run -d -p 127.0.0.1:PORT:{request['port']} IMAGE`, then `GET {request['ready']}` every 5 ms with a 200 ms
-timeout until it answers 2xx (the port proxy accepts connections before the app listens). Noop floor: the
-same `docker run -d -p ...` of a container that only sleeps, returning when it runs{noop_command}. \
+`docker run -d -p {bind_address(m)}:PORT:{request['port']} IMAGE`, then `GET {request['ready']}` at
+{m['engine_address']}:PORT every 5 ms with a 200 ms timeout until it answers 2xx (the port proxy accepts
+connections before the app listens). Noop floor: the same `docker run -d -p ...` of a container that only
+sleeps, returning when it runs{noop_command}. \
 {plan['startup_runs']} interleaved rounds after one warm-up.
 
 {startup_table(results, base_name)}{phases_section(results)}
@@ -388,14 +416,18 @@ code from `docker inspect`. 137 means Docker had to kill it.
 
 ## Memory
 
-VmRSS of the container's first process (the server), {memory_probe(results)}: idle after 20
-requests and 2 s, and in the middle of each load run.
+Memory is the container's anonymous memory (its cgroup's `anon`, `rss` on cgroup v1: every process's heap
+and stacks, not the page cache or mapped files, which the kernel can drop), from the engine's stats (`GET
+/containers/ID/stats` through `docker system dial-stdio`), so it is read wherever the engine runs. RSS is the
+first process's VmRSS from `/proc/PID/status` (shared libraries and mapped files included; what runs before
+format 4 reported), read only where the engine runs on this machine. Both idle after 20 requests and 2 s,
+and in the middle of each load run.
 
 {memory_table(v, base_name)}
 
 ## Throughput
 
-`wrk --latency -t2 -c{load['connections']} -d{load['seconds']}s --timeout 5s http://127.0.0.1:PORT{request['url']}`
+`wrk --latency -t2 -c{load['connections']} -d{load['seconds']}s --timeout 5s http://{m['engine_address']}:PORT{request['url']}`
 through the `-p` mapping, {plan['load_runs']} runs after a 1 s warm-up; latency percentiles are from the median run.
 wrk and the server share the machine's {m['cpus']} CPUs.
 

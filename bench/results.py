@@ -21,6 +21,8 @@ from pathlib import Path
 
 from images.docker import docker, image_store, progress
 
+from .containers import engine_address
+
 
 def header(mode: str, command: str, plan: object | None = None, bases: str | None = None) -> dict:
     """Date, mode, the exact command, the plan, and the machine: the top of every study's JSON."""
@@ -29,6 +31,7 @@ def header(mode: str, command: str, plan: object | None = None, bases: str | Non
         "plan": asdict(plan) if is_dataclass(plan) else plan,
         "machine": {"platform": platform.platform(), "kernel": platform.release(), "machine": platform.machine(),
                     "cpus": os.cpu_count(), "docker_server": docker_version(), "image_store": image_store(),
+                    "engine_address": engine_address(),
                     **({"bases": bases} if bases else {})},
         "load_average": {"start": os.getloadavg()[0]},
     }

@@ -1,8 +1,9 @@
 """The Docker CLI, as images/, the bench and the tests use it: honours $DOCKER, prints what it runs; the one
-way to build, the engine's image store, an image's exported file system and a free host port to publish a
-container on."""
+way to build, the engine's endpoint, image store and API (through the client's own connection), an image's
+exported file system and a free host port to publish a container on."""
 
 import functools
+import http.client
 import json
 import os
 import shlex
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -86,6 +88,50 @@ def image_store() -> str:
     if ["driver-type", "io.containerd.snapshotter.v1"] in (info.get("DriverStatus") or []):
         return f"containerd ({driver} snapshotter)"
     return driver
+
+
+def engine_endpoint() -> str:
+    """Where the client reaches the engine, as the client itself resolves -H, DOCKER_HOST and the current
+    context: unix:///var/run/docker.sock, npipe://..., tcp://HOST:PORT or ssh://USER@HOST."""
+    return docker("context", "inspect", "--format", "{{.Endpoints.docker.Host}}", quiet=True,
+                  timeout=30).stdout.strip()
+
+
+def engine_get(path: str, timeout: float = 30) -> dict:
+    """GET `path` on the Engine API (`/containers/NAME/stats?...`), through the client's own connection
+    (`docker system dial-stdio`), so a local socket, Docker Desktop's VM and a remote tcp:// or ssh:// engine
+    answer alike; the JSON it answers. DockerError with the engine's message when it answers no 200."""
+    command = [*docker_command(), "system", "dial-stdio"]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as dial:
+        watchdog = threading.Timer(timeout, dial.kill)
+        watchdog.start()
+        try:
+            dial.stdin.write(f"GET {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n".encode())
+            dial.stdin.flush()  # stdin stays open until the answer is read: the engine drops a half-closed client
+            response = http.client.HTTPResponse(_Connection(dial.stdout))
+            response.begin()
+            body = response.read()
+        except (OSError, http.client.HTTPException) as broken:
+            dial.kill()
+            said = dial.stderr.read().decode(errors="replace").strip()[-500:]
+            raise DockerError(f"{shlex.join(command)}: GET {path} got no answer ({broken!r}): {said}") from None
+        finally:
+            watchdog.cancel()
+            dial.stdin.close()
+    if response.status != 200:
+        message = body.decode(errors="replace").strip()
+        raise DockerError(f"the engine answered GET {path} with {response.status}: {message[-500:]}")
+    return json.loads(body)
+
+
+class _Connection:
+    """The pipe from `docker system dial-stdio`, as the socket http.client reads a response from."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def makefile(self, mode: str):
+        return self.stream
 
 
 def image_exists(name: str) -> bool:

@@ -86,13 +86,14 @@ def synthetic_results() -> dict:
             "stop": {**summary([0.2, 0.3, 0.25]), "exit_codes": [0, 0, 0]},
             "load": {"connections": 16, "seconds": 10, "runs": [], "requests_per_second": summary([rps, rps]),
                      "p50_seconds": 0.005, "p99_seconds": 0.02, "non_2xx": 0, "socket_errors": 0,
+                     "memory_idle_kib": 9000, "memory_under_load_kib": 9500,
                      "rss_idle_kib": 16000, "rss_under_load_kib": 17000},
         }
 
     return {"label": "synthetic", "mode": "quick", "plan": {"startup_runs": 3, "stop_runs": 3, "load_runs": 2},
             "date": "d", "baseline": "seed", "request": {"port": 5000, "ready": "/health", "url": "/hello/bench"},
             "machine": {"platform": "p", "cpus": 2, "docker_server": "20.10", "image_store": "overlay2",
-                        "bases": "local"},
+                        "engine_address": "127.0.0.1", "bases": "local"},
             "size_source": "layers", "noop_startup": summary([0.3, 0.31, 0.29]),
             "startup_phases": {"micro": {"docker": 0.25, "python": 0.1, "first_answer": 0.04, "total": 0.39,
                                          "imports": 0.05, "runs": 3}},
@@ -203,15 +204,23 @@ def test_a_document_of_an_older_format_is_upgraded_when_loaded_and_written_in_th
     results = synthetic_results()
     older = {key: value for key, value in results.items()
              if key not in ("baseline", "request", "date", "size_source")}
-    older["machine"] = {**{k: v for k, v in results["machine"].items() if k != "image_store"}, "date": "d"}
+    older["machine"] = {**{k: v for k, v in results["machine"].items() if k not in ("image_store", "engine_address")},
+                        "date": "d"}
+    for entry in older["variants"].values():  # memory was the first process's RSS, read on the host
+        entry["load"] = {k: v for k, v in entry["load"].items() if not k.startswith("memory_")}
+    older["rss_from"] = "host"
     (tmp_path / STUDY.json).write_text(json.dumps(older))
     loaded = STUDY.load(tmp_path)
     assert (loaded["baseline"], loaded["request"]["url"], loaded["date"]) == ("seed", "/hello/bench", "d")
     assert loaded["size_source"] == "engine"  # measured through the engine's own figures, and says so
     assert loaded["machine"]["image_store"] == "overlay2"  # where every run before format 3 was made
     assert "Sizes from the engine" in STUDY.render(loaded)["report.md"]
+    seed = loaded["variants"]["seed"]["load"]  # no anonymous memory then: missing, and says why
+    assert (seed["memory_idle_kib"], seed["memory_under_load_kib"], seed["rss_idle_kib"]) == (None, None, 16000)
+    assert "memory: runs before format 4 read only the first process's RSS" in STUDY.render(loaded)["report.md"]
+    assert loaded["machine"]["engine_address"] == "127.0.0.1" and "rss_from" not in loaded
     STUDY.write(loaded, tmp_path)
-    assert json.loads((tmp_path / STUDY.json).read_text())["format"] == STUDY.version == 3
+    assert json.loads((tmp_path / STUDY.json).read_text())["format"] == STUDY.version == 4
     assert STUDY.check(tmp_path) == []
 
 
@@ -219,7 +228,7 @@ def test_a_compare_report_where_no_image_answered_the_load_url_names_the_plans_w
     results = synthetic_results()
     results.update(compare=True, plan={**results["plan"], "connections": 12, "load_seconds": 3})
     for entry in results["variants"].values():
-        entry["load"] = {"rss_idle_kib": 16000}  # idle memory only: GET --url answered no 2xx
+        entry["load"] = {"memory_idle_kib": 9000, "rss_idle_kib": 16000}  # idle only: --url answered no 2xx
     report = STUDY.render(image_report.evaluate(results))["report.md"]
     assert "wrk --latency -t2 -c12 -d3s" in report
 

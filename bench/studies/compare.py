@@ -147,7 +147,7 @@ def run(options: argparse.Namespace) -> dict:
              **results.header("quick" if plan.quick else "full", options.command_line, plan, builder.describe()),
              "request": {"port": options.port, "ready": options.ready, "url": options.url,
                          "ready_seconds": options.ready_seconds, "env": list(subjects[0].env)},
-             "rss_from": "host", **study.measure()}
+             **study.measure()}
     found["noise"] = study.quietness.summary()
     return results.finish(found)
 

@@ -45,7 +45,7 @@ def run(options: argparse.Namespace) -> dict:
     found = {"label": options.label, **results.header("quick" if plan.quick else "full", options.command_line,
                                                       plan, builder.describe()),
              "baseline": "seed", "request": {"port": 5000, "ready": "/health", "url": "/hello/bench"},
-             "rss_from": "host", **study.measure()}
+             **study.measure()}
     found["startup_phases"] = startup_phases_study({n: VARIANTS[n].tag for n in PHASED}, plan.stop_runs + 2)
     found["hardening_cost"] = control.hardening_cost_study(VARIANTS["slim"].tag, plan.control_rounds,
                                                            plan.control_seconds, study.quietness)
