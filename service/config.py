@@ -26,6 +26,8 @@ class Settings(NamedTuple):  # not a dataclass: importing dataclasses costs 1.5 
     log_format: str = "text"
     workers: int | str = 1  # or "auto": resolved at start by service.workers.worker_count
     reuse_port: bool = False  # with workers: one SO_REUSEPORT listening socket each, not one shared
+    wsgi: str = ""  # MODULE:NAME or MODULE:FACTORY() of the app to serve; empty: hello-api's own
+    health_path: str = "/health"  # what the image's health check GETs
 
 
 def whole_number(low: int, high: int) -> Callable[[str], int]:
@@ -111,6 +113,23 @@ def log_format(text: str) -> str:
     raise ValueError("text (one line per event, the default) or json (one JSON object per line)")
 
 
+# A module's dotted name, a colon, an attribute's dotted name, and () when it is a factory to call.
+WSGI_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*(?:\(\))?", re.ASCII)
+
+
+def wsgi_name(text: str) -> str:
+    if WSGI_NAME.fullmatch(text):
+        return text
+    raise ValueError("MODULE:NAME, or MODULE:FACTORY() for a function that returns the app "
+                     "(myapp.web:app, myapp:create_app())")
+
+
+def health_path(text: str) -> str:
+    if text.startswith("/") and len(text) <= 256 and all(33 <= ord(c) < 127 for c in text):
+        return text
+    raise ValueError("a path starting with /, 1-256 printable ASCII characters, no spaces")
+
+
 class Variable(NamedTuple):
     field: str  # the Settings field it sets
     parse: Callable[[str], Any]
@@ -142,6 +161,10 @@ VARIABLES: dict[str, Variable] = {
                             "waitress processes on the port; auto: CPUs allowed (affinity, cgroup quota)"),
     "APP_REUSE_PORT": Variable("reuse_port", switch, "true false (on off)",
                                "with 2+ workers: each binds its own SO_REUSEPORT socket; false: one shared socket"),
+    "APP_WSGI": Variable("wsgi", wsgi_name, "MODULE:NAME or MODULE:FACTORY()",
+                         "the WSGI app to serve, imported from the working directory; unset: hello-api"),
+    "APP_HEALTH_PATH": Variable("health_path", health_path, "a path starting with /",
+                                "what the health check GETs: hello-api's answers healthy JSON, another app any 2xx"),
 }
 
 
@@ -198,8 +221,10 @@ received requests short (the grace period ran out, or a second signal).
 def usage() -> str:
     """`--help`: every variable with its default and what it allows, from the table above."""
     defaults = Settings()
-    rows = [f"  {name:<22} default {getattr(defaults, v.field)!s:<12} allowed: {v.allowed}\n"
+    shown = {name: getattr(defaults, v.field) for name, v in VARIABLES.items()}
+    rows = [f"  {name:<22} default {'(unset)' if shown[name] == '' else shown[name]!s:<12} allowed: {v.allowed}\n"
             f"  {'':<22} {v.purpose}" for name, v in VARIABLES.items()]
     return ("usage: python -m service [--help | --version]\n\n"
-            "Serves GET /health and GET /hello/<name> as JSON. Configured only by the environment:\n\n"
+            "Serves hello-api (GET /health and GET /hello/<name>, JSON), or the WSGI app APP_WSGI names.\n"
+            "Configured only by the environment:\n\n"
             + "\n".join(rows) + "\n\n" + USAGE_NOTES)

@@ -1,4 +1,6 @@
-"""`python -m service.healthcheck`: exit 0 when the local server answers /health, 1 otherwise.
+"""`python -m service.healthcheck`: exit 0 when the local server answers APP_HEALTH_PATH (default /health)
+healthily, 1 otherwise. Healthy is hello-api's own answer (200, JSON, status "healthy") when the server serves
+hello-api, and any 2xx when it serves the app APP_WSGI names, whose health path is its own to choose.
 
 Speaks HTTP/1.1 over a plain socket: no shell or curl is needed (distroless has neither), and unlike
 http.client it never imports ssl, so an image may leave out libssl and libcrypto.
@@ -25,9 +27,9 @@ def probe_address(settings: config.Settings) -> str:
     return settings.host
 
 
-def fetch_health(host: str, port: int) -> bytes:
-    """The raw answer to GET /health, read until the server closes (the request asks it to)."""
-    request = (f"GET /health HTTP/1.1\r\nHost: localhost\r\nUser-Agent: {HEALTHCHECK_AGENT}\r\n"
+def fetch_health(host: str, port: int, path: str = "/health") -> bytes:
+    """The raw answer to GET `path`, read until the server closes (the request asks it to)."""
+    request = (f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: {HEALTHCHECK_AGENT}\r\n"
                "Connection: close\r\n\r\n").encode()
     with socket.create_connection((host, port), timeout=TIMEOUT_SECONDS) as connection:
         connection.sendall(request)
@@ -37,29 +39,31 @@ def fetch_health(host: str, port: int) -> bytes:
     return answer
 
 
-def verdict(answer: bytes) -> str | None:
-    """None when the answer is 200 with status "healthy", else what went wrong."""
+def verdict(answer: bytes, path: str = "/health", hello_api: bool = True) -> str | None:
+    """None when healthy (hello-api: 200 with status "healthy"; another app: any 2xx), else what went wrong."""
     head, _, body = answer.partition(b"\r\n\r\n")
     status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
     parts = status_line.split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/"):
-        return f"/health answered something that is not HTTP: {status_line[:80]!r}"
+        return f"{path} answered something that is not HTTP: {status_line[:80]!r}"
+    if not hello_api:
+        return None if len(parts[1]) == 3 and parts[1].startswith("2") else f"{path} answered {parts[1]}"
     if parts[1] != "200":
-        return f"/health answered {parts[1]}"
+        return f"{path} answered {parts[1]}"
     try:
         status = json.loads(body).get("status")
     except (ValueError, AttributeError):
-        return "/health answered something that is not a JSON object"
-    return None if status == "healthy" else f"/health says status={status!r}"
+        return f"{path} answered something that is not a JSON object"
+    return None if status == "healthy" else f"{path} says status={status!r}"
 
 
 def check(settings: config.Settings) -> str | None:
     """None when healthy, else what went wrong."""
     try:
-        answer = fetch_health(probe_address(settings), settings.port)
+        answer = fetch_health(probe_address(settings), settings.port, settings.health_path)
     except OSError as problem:
         return f"no answer from port {settings.port}: {problem}"
-    return verdict(answer)
+    return verdict(answer, settings.health_path, hello_api=not settings.wsgi)
 
 
 def main() -> int:

@@ -14,7 +14,8 @@ import sys
 from collections.abc import Callable
 
 from . import __version__, config, logs, workers
-from .app import create_app
+from .application import ApplicationError
+from .application import load as load_application
 from .transport import Transport
 from .transport.adjustments import fit_connection_limit
 from .transport.server import bind_listeners
@@ -58,8 +59,9 @@ def serve_until_stopped(transport: Transport, settings: config.Settings, worker:
     stop.install()
     # A worker is forked with the stop signals blocked (see service.workers): now they are handled.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, workers.STOP_SIGNALS)
-    lifecycle.info("hello-api %s serving environment=%s on %s (threads=%d, connection_limit=%d)%s",
-                   __version__, settings.environment, transport.urls, settings.threads,
+    lifecycle.info("hello-api %s serving %s on %s (threads=%d, connection_limit=%d)%s", __version__,
+                   f"APP_WSGI={settings.wsgi}" if settings.wsgi else f"environment={settings.environment}",
+                   transport.urls, settings.threads,
                    transport.adj.connection_limit, f", {worker}, pid {os.getpid()}" if worker else "")
     if serving:
         serving()
@@ -109,10 +111,15 @@ def main(arguments: list[str] | None = None) -> int:
     if settings.reuse_port and count == 1:
         log.warning("APP_REUSE_PORT is set but has no effect with one worker (APP_WORKERS=%s): the port is bound as "
                     "usual, without SO_REUSEPORT, so a second copy of the service cannot share it", settings.workers)
+    try:  # here, before any worker is forked: a name that cannot be served stops start-up once, with exit 2
+        app = load_application(settings)
+    except ApplicationError as problem:
+        logs.plain_error(str(problem), settings.log_format)
+        return EXIT_BAD_CONFIGURATION
     if count > 1:
         return serve_with_workers(settings, count, access_log)
     try:
-        transport = Transport(create_app(settings.environment), settings, access_log)
+        transport = Transport(app, settings, access_log)
     except OSError as problem:
         return cannot_listen(settings, problem)
     return serve_until_stopped(transport, settings)
@@ -125,7 +132,9 @@ def cannot_listen(settings: config.Settings, problem: OSError) -> int:
 
 
 def serve_with_workers(settings: config.Settings, count: int, access_log: logs.AccessLog | None) -> int:
-    """APP_WORKERS > 1: bind the port here, once, then supervise `count` forked workers serving it.
+    """APP_WORKERS > 1: bind the port here, once, then supervise `count` forked workers serving it. Each worker
+    loads the app again (its modules are already imported, shared with the supervisor; a factory is called
+    once more), so every worker has an app of its own.
     APP_REUSE_PORT=true: nothing is bound here; each worker binds its own SO_REUSEPORT socket instead."""
     logs.identify(os.getpid())
     try:
@@ -140,7 +149,7 @@ def serve_with_workers(settings: config.Settings, count: int, access_log: logs.A
         logs.identify(os.getpid(), worker=number)
         try:
             sockets = bind_listeners(settings) if settings.reuse_port else shared
-            transport = Transport(create_app(settings.environment), settings, access_log, sockets)
+            transport = Transport(load_application(settings), settings, access_log, sockets)
         except OSError as problem:
             return cannot_listen(settings, problem)
         return serve_until_stopped(transport, settings, worker=f"worker {number} of {count}", serving=serving,

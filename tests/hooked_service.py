@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from service import app, server
+from service import app, application, server
 from service.transport.channel import HardenedChannel
 
 HOOKS_VARIABLE = "TEST_SERVICE_HOOKS"
@@ -50,9 +50,9 @@ def create_file(path: str) -> None:
 
 
 def wrap_create_app(wrap: Callable[[Callable[[str], app.WSGIApp], str], app.WSGIApp]) -> None:
-    """server.create_app becomes wrap(the create_app before it, environment)."""
-    create_app = server.create_app
-    server.create_app = lambda environment: wrap(create_app, environment)
+    """The create_app the server loads hello-api with becomes wrap(the create_app before it, environment)."""
+    create_app = application.create_app
+    application.create_app = lambda environment: wrap(create_app, environment)
 
 
 def slow() -> None:

@@ -10,7 +10,7 @@ def test_defaults_apply_when_nothing_is_set():
     assert settings._asdict() == {
         "environment": "development", "port": 5000, "host": "*", "threads": 8, "connection_limit": 1000,
         "channel_timeout": 60, "receive_timeout": 5.0, "shutdown_grace": 5.0, "log_level": "INFO",
-        "log_format": "text", "workers": 1, "reuse_port": False}
+        "log_format": "text", "workers": 1, "reuse_port": False, "wsgi": "", "health_path": "/health"}
 
 
 def test_each_variable_overrides_its_setting():
@@ -18,12 +18,14 @@ def test_each_variable_overrides_its_setting():
         "APP_ENV": "production", "APP_PORT": "8080", "APP_HOST": "127.0.0.1", "APP_THREADS": "3",
         "APP_CONNECTION_LIMIT": "500", "APP_CHANNEL_TIMEOUT": "30", "APP_RECEIVE_TIMEOUT": "2.5",
         "APP_SHUTDOWN_GRACE": "2.5", "APP_LOG_LEVEL": "warning", "APP_LOG_FORMAT": "json",
-        "APP_WORKERS": "3", "APP_REUSE_PORT": "on",
+        "APP_WORKERS": "3", "APP_REUSE_PORT": "on", "APP_WSGI": "myapp.web:create_app()",
+        "APP_HEALTH_PATH": "/ready",
     })
     assert settings._asdict() == {
         "environment": "production", "port": 8080, "host": "127.0.0.1", "threads": 3, "connection_limit": 500,
         "channel_timeout": 30, "receive_timeout": 2.5, "shutdown_grace": 2.5, "log_level": "WARNING",
-        "log_format": "json", "workers": 3, "reuse_port": True}
+        "log_format": "json", "workers": 3, "reuse_port": True, "wsgi": "myapp.web:create_app()",
+        "health_path": "/ready"}
 
 
 def test_unrelated_variables_are_ignored():
@@ -48,6 +50,8 @@ ACCEPTED_EDGES = [  # the first and last value of every range the README states
     ("APP_REUSE_PORT", "true", True), ("APP_REUSE_PORT", "On", True), ("APP_REUSE_PORT", "YES", True),
     ("APP_REUSE_PORT", "1", True), ("APP_REUSE_PORT", "False", False), ("APP_REUSE_PORT", "off", False),
     ("APP_REUSE_PORT", "no", False), ("APP_REUSE_PORT", "0", False),
+    ("APP_WSGI", "a:b", "a:b"), ("APP_WSGI", "_p.q_1.r:s.t()", "_p.q_1.r:s.t()"),
+    ("APP_HEALTH_PATH", "/", "/"), ("APP_HEALTH_PATH", "/" + "~" * 255, "/" + "~" * 255),
 ]
 
 
@@ -71,6 +75,9 @@ INVALID = {
     "APP_LOG_LEVEL": ["", "verbose", "TRACE", "10"],
     "APP_LOG_FORMAT": ["", "JSON", "Json", "logfmt", "json ", "plain"],
     "APP_REUSE_PORT": ["", "2", "enabled", "y", "t", " on", "true ", "reuseport", "\uff11"],
+    "APP_WSGI": ["", "app", "myapp:", ":app", "my-app:app", "1app:app", "a:b()()", "a:b(x)", "a.:b", "a:b.",
+                 "a:b ", "a b:c", "\u00e9:app", "a:b\n", "a/b:c"],
+    "APP_HEALTH_PATH": ["", "health", "/a b", "/\u00e9", "/x\n", "//" + "x" * 255, "http://x/health"],
 }
 
 
