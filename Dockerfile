@@ -9,13 +9,17 @@ ARG PYTHON_VERSION=3.13
 ARG PYTHON_IMAGE=python:${PYTHON_VERSION}-slim
 
 # The build stage, the same in the three Dockerfiles (images/templates/build.template), so their builds share
-# its cache: waitress and the service, compiled, every file time the epoch.
+# its cache: waitress and the service (and an app of your own), compiled, every file time the epoch.
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 WORKDIR /app
-# Dependencies first: this layer and the pip run below stay cached while only service/ changes.
-COPY requirements.lock .
+# Your own app instead of hello-api: APP_LOCK, its lock file (waitress pinned in it too, all with hashes), and
+# APP_SOURCE, its package folder, both paths in the build context (add the folder to .dockerignore's list).
+ARG APP_LOCK=requirements.lock
+ARG APP_SOURCE=service
+# Dependencies first: this layer and the pip run below stay cached while only the code changes.
+COPY ${APP_LOCK} requirements.lock
 # Wheels only, every hash checked: nothing gets built or fetched that the lock does not name. Installed
 # with --target, not into a venv: a venv's interpreter link would point at this stage's Python, which the
 # distroless and micro images do not have. The CA secret is mounted only for this step, never in a layer.
@@ -26,16 +30,24 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     -r requirements.lock
 # Bytecode made now starts faster, a read-only root file system never has to write it, and the shell-less
 # runtimes could not compile anything later. unchecked-hash: the image is immutable, so Python need not stat
-# sources to validate the cache.
-RUN python3 -m compileall -q --invalidation-mode unchecked-hash /app/deps
+# sources to validate the cache. The server runs on waitress: a lock of your own must pin it too.
+RUN python3 -m compileall -q --invalidation-mode unchecked-hash /app/deps \
+ && { [ -d /app/deps/waitress ] || { echo "${APP_LOCK} installs no waitress, which the server needs: copy its" \
+      "line from requirements.lock" >&2; exit 1; }; }
 COPY service/ service/
 RUN python3 -m compileall -q --invalidation-mode unchecked-hash service
+# The app's package folder, from anywhere in the context, becomes /app/<the folder's name>, the name
+# APP_WSGI imports it by (hello-api's own is service/, copied above: the same files again).
+COPY ${APP_SOURCE} /tmp/app/
+RUN name="$(basename "${APP_SOURCE}")" && mkdir -p "/app/${name}" && cp -a /tmp/app/. "/app/${name}/" \
+ && rm -rf /tmp/app && python3 -m compileall -q --invalidation-mode unchecked-hash "${name}"
 # Reproducible layers: BuildKit 0.8 copies file times into the runtime's layers as they are and knows no
-# SOURCE_DATE_EPOCH, so what the runtime gets, /image/app/deps and service, has the epoch everywhere (pip
-# and compileall wrote it at build time; pip compiles nothing, the bytecode is compileall's unchecked-hash:
-# no source time inside). The runtime copies /image/'s contents into /: a COPY's own target directory
-# would get the time of the build, its contents keep theirs.
-RUN mkdir -p /image/app && cp -a /app/deps /app/service /image/app/ \
+# SOURCE_DATE_EPOCH, so what the runtime gets, /image/app's deps, service and app, has the epoch everywhere
+# (pip and compileall wrote it at build time; pip compiles nothing, the bytecode is compileall's
+# unchecked-hash: no source time inside). The runtime copies /image/'s contents into /: a COPY's own target
+# directory would get the time of the build, its contents keep theirs.
+RUN name="$(basename "${APP_SOURCE}")" && mkdir -p /image/app && cp -a /app/deps /app/service /image/app/ \
+ && if [ "${name}" != service ]; then cp -a "/app/${name}" /image/app/; fi \
  && find /image -exec touch -h -d @0 {} +
 
 FROM ${PYTHON_IMAGE} AS app
@@ -54,10 +66,16 @@ RUN start=$(date +%s) \
             --shell /usr/sbin/nologin nonroot \
  && find /etc /var -xdev -newermt "@$((start - 1))" ! -path /etc/hosts ! -path /etc/hostname \
          ! -path /etc/resolv.conf -exec touch -h -d @0 {} +
+# The app the server serves (empty: hello-api) and the path its health check GETs, as build arguments so
+# that an image of your own app serves it with no -e at `docker run`.
+ARG APP_WSGI=
+ARG APP_HEALTH_PATH=/health
 ENV PYTHONUNBUFFERED=1 \
     PYTHONPATH=/app:/app/deps \
     APP_ENV=development \
-    APP_PORT=5000
+    APP_PORT=5000 \
+    APP_WSGI=${APP_WSGI} \
+    APP_HEALTH_PATH=${APP_HEALTH_PATH}
 COPY --from=build /image/ /
 WORKDIR /app
 
@@ -89,7 +107,8 @@ ENTRYPOINT ["python3", "-m", "service"]
 FROM contents AS sbom
 # hadolint ignore=DL3002
 USER 0
-COPY images/sbom.py images/bytecode.py requirements.lock /tmp/sbom/
+COPY images/sbom.py images/bytecode.py /tmp/sbom/
+COPY --from=build /app/requirements.lock /tmp/sbom/
 RUN ["python3", "/tmp/sbom/sbom.py", "slim", "/", "/tmp/sbom/requirements.lock", "/tmp/sbom/out"]
 
 # runtime, the image: its contents and the SBOM in a last layer of its own, at

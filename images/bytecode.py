@@ -1,9 +1,10 @@
 """Warm bytecode for an image, in a layer that rebuilds to the same digest (standard library only).
 
 Neither base ships the standard library's bytecode (the official python images delete it; distroless never
-runs Debian's py3compile). The Dockerfiles run this in a stage of their own: it imports the service, which
-writes bytecode for exactly the modules it loads, then copies every __pycache__ directory of the standard
-library into OUT, where every time is set to the epoch. The runtime copies OUT's contents into /.
+runs Debian's py3compile). The Dockerfiles run this in a stage of their own: it imports the service (and the
+module of the app APP_WSGI names, if any), which writes bytecode for exactly the modules they load, then
+copies every __pycache__ directory of the standard library into OUT, where every time is set to the epoch.
+The runtime copies OUT's contents into /.
 Done in a stage apart because a RUN in the distroless runtime left the build's time on /etc in its layer
 (most likely BuildKit 0.8's mount points for /etc/hosts, /etc/hostname and /etc/resolv.conf, which that
 base lacks, made and removed around the step).
@@ -50,7 +51,8 @@ def main(argv: list[str]) -> int:
         return 2
     out = Path(argv[0])
     out.mkdir(parents=True)
-    for module in MODULES:
+    app = os.environ.get("APP_WSGI", "")  # an app of the user's: its module's imports count too
+    for module in [*MODULES, *([app.partition(":")[0]] if app else [])]:
         importlib.import_module(module)
     count = copy_caches(Path(sysconfig.get_paths()["stdlib"]), out)
     if not count:

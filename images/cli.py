@@ -1,5 +1,5 @@
-"""Build the project's images, make their bases without a registry, verify an image, generate the Dockerfiles.
-Every Docker command is printed."""
+"""Build the project's images (or your own app in them), make their bases without a registry, verify an image,
+generate the Dockerfiles. Every Docker command is printed."""
 
 import argparse
 import subprocess
@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 
 from . import bases, dockerfiles, verify
+from .app import AppError, build_app, build_arguments, repository_for
 from .docker import DockerError
 from .variants import DEPLOY_IMAGES, PROJECT_IMAGES, VARIANTS, Builder
 
@@ -28,6 +29,17 @@ def parser_for() -> argparse.ArgumentParser:
     built = ", ".join(VARIANTS[name].tag for name in DEPLOY_IMAGES)
     add_bases_option(commands.add_parser("build", help=f"build {built} (HAProxy), then record their SBOMs and "
                                                        "bases in images/.generated/"))
+    app = commands.add_parser("app", help="build a WSGI app of your own in the slim and distroless images "
+                                          "(TAG:slim, TAG:distroless)")
+    app.add_argument("source", help="the app's package folder, a path in this checkout listed in .dockerignore")
+    app.add_argument("--lock", required=True, help="its lock file: every dependency, waitress among them, "
+                                                   "pinned with --hash")
+    app.add_argument("--wsgi", required=True, help="MODULE:NAME or MODULE:FACTORY() of the app, MODULE in the "
+                                                   "folder (FOLDER.app:app)")
+    app.add_argument("--health-path", default="/health", help="what the health check GETs (default /health; any "
+                                                               "2xx is healthy)")
+    app.add_argument("--tag", help="the images' repository (default: the folder's name)")
+    add_bases_option(app)
     make = commands.add_parser("bases", help="make both base images from Debian trixie packages (no registry)")
     make.add_argument("--rebuild", action="store_true", help="make them again even if they exist")
     rebuild = commands.add_parser("verify", help="check an image's SBOM against its files, then rebuild it from a "
@@ -67,6 +79,14 @@ def run(argv: list[str]) -> int:
         builder = Builder.choose(options.bases)
         builder.build_all()
         verify.write_records(builder)
+    elif options.command == "app":
+        try:
+            arguments = build_arguments(options.source, options.lock, options.wsgi, options.health_path)
+        except AppError as wrong:
+            print(f"images app: error: {wrong}", file=sys.stderr)
+            return 2
+        tags = build_app(Builder.choose(options.bases), arguments, repository_for(options.source, options.tag))
+        print(f"built {' and '.join(tags)}: docker run -d -p 8080:5000 {tags[-1]}")
     elif options.command == "verify":
         return run_verify(options)
     elif options.command == "dockerfiles":

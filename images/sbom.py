@@ -4,8 +4,10 @@ Standard library only: each Dockerfile runs this file in a build stage (on the i
 build stage's), so the document describes the exact files shipped. It is also imported by `python -m images verify`.
 
 - slim, distroless: every Debian package of the image's package database (dpkg's status file, or distroless's
-  status.d), waitress (version from its .dist-info, the wheel's sha256 from requirements.lock) with every file
-  under /app/deps, and this project with every file under /app/service.
+  status.d), waitress (version from its .dist-info, the wheel's sha256 from requirements.lock) and every other
+  Python package under /app/deps (name and version from its .dist-info, the hashes its lock allows) with their
+  files, this project with every file under /app/service, and an app of the user's (APP_WSGI) with its folder
+  under /app.
 - micro: every regular file of the image, each nested under what it came from: a Debian package (name, version,
   and the MD5 the package's md5sums lists for it, checked against the file, or for bytecode, for the source it
   was compiled from), waitress, or this project (its code, the manifest, and the files the base image's recipe
@@ -44,7 +46,8 @@ PROJECT = "hello-api"
 PROJECT_VERSION = "1.0.0"
 VARIANTS = ("slim", "distroless", "micro")
 PROJECT_FILES = ("app/service/", "usr/share/hello-api/")
-WAITRESS_FILES = "app/deps/"
+DEPENDENCY_FILES = "app/deps/"  # every Python package the lock installs, waitress among them
+APP_FILES = "app/"  # beside deps/ and service/: the folder of an app the user built the image for
 # Written by the base image's recipe (images/bases.py for the local base, distroless's for the real one), read
 # by the C library; no package lists them.
 BASE_RECIPE_FILES = ("etc/passwd", "etc/group", "etc/nsswitch.conf")
@@ -147,6 +150,78 @@ def waitress_lock(lock: Path) -> tuple[str, str]:
     return version.group(1), digest.group(1)
 
 
+def locked_hashes(lock: Path) -> dict[str, list[str]]:
+    """Every package the lock pins (its name normalised as PyPI does) -> the sha256 hashes it allows."""
+    pinned: dict[str, list[str]] = {}
+    for requirement in re.sub(r"\\\n", " ", lock.read_text()).splitlines():
+        found = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==", requirement)
+        if found:
+            pinned[normalised(found[1])] = re.findall(r"--hash=sha256:([0-9a-f]{64})", requirement)
+    return pinned
+
+
+def normalised(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@dataclass
+class Distribution:
+    """A Python package installed under /app/deps: its .dist-info's name, version and files."""
+    name: str
+    version: str
+    files: list[str] = field(default_factory=list)
+
+
+def metadata(dist_info: Path) -> dict[str, str]:
+    """The header fields of a .dist-info's METADATA (Name, Version...)."""
+    fields: dict[str, str] = {}
+    for line in (dist_info / "METADATA").read_text(errors="replace").splitlines():
+        if not line.strip():
+            break
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def distributions(root: Path, files: list[str]) -> dict[str, Distribution]:
+    """The files under /app/deps, each given to the package that installed it: by its .dist-info's RECORD, and
+    bytecode by its source's. One package alone (hello-api's own lock: waitress) is given every file."""
+    deps = root / DEPENDENCY_FILES
+    found = {path.name: path for path in sorted(deps.glob("*.dist-info"))} if deps.is_dir() else {}
+    installed = {}
+    for dist_info in found.values():
+        fields = metadata(dist_info) if (dist_info / "METADATA").is_file() else {}
+        name, _, version = dist_info.name.removesuffix(".dist-info").rpartition("-")
+        installed[dist_info.name] = Distribution(fields.get("Name", name), fields.get("Version", version))
+    if len(installed) == 1:
+        next(iter(installed.values())).files.extend(files)
+        return installed
+    owner: dict[str, str] = {}
+    for key, dist_info in found.items():
+        record = dist_info / "RECORD"
+        for line in record.read_text(errors="replace").splitlines() if record.is_file() else []:
+            # Scripts are recorded from the install's library folder (../../bin/flask); --target puts them in bin/.
+            owner[os.path.normpath(DEPENDENCY_FILES + re.sub(r"^(\.\./)+", "", line.rsplit(",", 2)[0]))] = key
+    unclaimed = []
+    for path in files:
+        key = owner.get(path) or owner.get(source_of(path)) or next(
+            (k for k in found if path.startswith(f"{DEPENDENCY_FILES}{k}/")), None)
+        if key is None:
+            unclaimed.append(f"/{path}")
+        else:
+            installed[key].files.append(path)
+    if unclaimed:
+        raise SbomError(f"{len(unclaimed)} file(s) under /{DEPENDENCY_FILES} belong to no installed package's "
+                        f"RECORD: {', '.join(unclaimed[:10])}")
+    return installed
+
+
+def source_of(path: str) -> str:
+    """The source a __pycache__ file was compiled from (pkg/__pycache__/mod.cpython-313.pyc: pkg/mod.py)."""
+    directory, _, name = path.rpartition("/__pycache__/")
+    return f"{directory}/{name.split('.', 1)[0]}.py" if directory else ""
+
+
 def file_digests(path: Path) -> tuple[str, str]:
     sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     with path.open("rb") as file:
@@ -193,9 +268,9 @@ def package_component(package: Package, files: list[dict] | None = None) -> dict
 
 def waitress_component(root: Path, lock: Path, files: list[str]) -> dict:
     version, wheel = waitress_lock(lock)
-    installed = sorted(p.name for p in (root / WAITRESS_FILES).glob("waitress-*.dist-info"))
+    installed = sorted(p.name for p in (root / DEPENDENCY_FILES).glob("waitress-*.dist-info"))
     if installed != [f"waitress-{version}.dist-info"]:
-        raise SbomError(f"the image has {installed or 'no waitress .dist-info'} under /{WAITRESS_FILES} but "
+        raise SbomError(f"the image has {installed or 'no waitress .dist-info'} under /{DEPENDENCY_FILES} but "
                         f"requirements.lock pins waitress=={version}: rebuild the image from this checkout")
     purl = f"pkg:pypi/waitress@{version}"
     component = {"type": "library", "bom-ref": purl, "name": "waitress", "version": version, "purl": purl,
@@ -206,6 +281,44 @@ def waitress_component(root: Path, lock: Path, files: list[str]) -> dict:
     if files:
         component["components"] = [file_component(root, path) for path in files]
     return component
+
+
+def python_components(root: Path, lock: Path, files: list[str]) -> list[dict]:
+    """waitress (its wheel's hash from the lock), then every other package under /app/deps by name, each with
+    its files and the hashes the lock allows for it."""
+    installed = distributions(root, files)
+    waitress = [f for d in installed.values() if normalised(d.name) == "waitress" for f in d.files]
+    components = [waitress_component(root, lock, waitress)]
+    pinned = locked_hashes(lock)
+    for distribution in sorted(installed.values(), key=lambda d: normalised(d.name)):
+        name = normalised(distribution.name)
+        if name == "waitress":
+            continue
+        if name not in pinned:
+            raise SbomError(f"{distribution.name} {distribution.version} is installed under /{DEPENDENCY_FILES} "
+                            f"but {lock.name} does not pin it: rebuild the image from its lock")
+        purl = f"pkg:pypi/{name}@{distribution.version}"
+        component = {"type": "library", "bom-ref": purl, "name": distribution.name, "version": distribution.version,
+                     "purl": purl, "properties": [{"name": "hello-api:lock-hashes",
+                                                   "value": " ".join(f"sha256:{h}" for h in pinned[name])}]}
+        if distribution.files:
+            component["components"] = [file_component(root, path) for path in sorted(distribution.files)]
+        components.append(component)
+    return components
+
+
+def app_components(root: Path, files: list[str]) -> list[dict]:
+    """The user's app (APP_WSGI): each folder or module under /app beside deps/ and service/, with its files."""
+    apps: dict[str, list[str]] = {}
+    for path in files:
+        apps.setdefault(path.removeprefix(APP_FILES).split("/", 1)[0].removesuffix(".py"), []).append(path)
+    return [{"type": "application", "bom-ref": f"pkg:generic/{name}", "name": name, "version": "unknown",
+             "components": [file_component(root, path) for path in sorted(paths)]}
+            for name, paths in sorted(apps.items())]
+
+
+def is_app_file(path: str) -> bool:
+    return path.startswith(APP_FILES) and not path.startswith((DEPENDENCY_FILES, *PROJECT_FILES))
 
 
 def project_component(root: Path, files: list[str], properties: dict[str, dict[str, str]]) -> dict:
@@ -250,13 +363,15 @@ def micro_components(root: Path, lock: Path, packages: dict[str, Package], base:
     owners = {path: package for package in packages.values() for path in package.md5sums}
     files = regular_files(root)
     debian: dict[str, list[dict]] = {}
-    waitress, project, unclaimed = [], [], []
+    dependencies, project, app, unclaimed = [], [], [], []
     project_properties: dict[str, dict[str, str]] = {}
     for path in files:
         if path.startswith(PROJECT_FILES):
             project.append(path)
-        elif path.startswith(WAITRESS_FILES):
-            waitress.append(path)
+        elif path.startswith(DEPENDENCY_FILES):
+            dependencies.append(path)
+        elif is_app_file(path):
+            app.append(path)
         elif path in BASE_RECIPE_FILES:
             project.append(path)
             project_properties[path] = {"hello-api:origin": "the base image's recipe (images/bases.py)"}
@@ -274,16 +389,19 @@ def micro_components(root: Path, lock: Path, packages: dict[str, Package], base:
         raise SbomError(f"{len(unclaimed)} file(s) of the image come from no known package: "
                         f"{', '.join(unclaimed[:10])}: add their origin to images/sbom.py")
     return ([package_component(packages[name], debian[name]) for name in sorted(debian)]
-            + [waitress_component(root, lock, waitress), project_component(root, project, project_properties)])
+            + python_components(root, lock, dependencies)
+            + [project_component(root, project, project_properties)] + app_components(root, app))
 
 
 def image_components(root: Path, lock: Path, packages: dict[str, Package]) -> list[dict]:
     if not packages:
         raise SbomError(f"{root} has no Debian package database (var/lib/dpkg/status or status.d)")
-    waitress = regular_files(root, WAITRESS_FILES)
+    dependencies = regular_files(root, DEPENDENCY_FILES)
     project = [p for prefix in PROJECT_FILES for p in regular_files(root, prefix)]
+    app = [p for p in regular_files(root, APP_FILES) if is_app_file(p)] if (root / APP_FILES).is_dir() else []
     return ([package_component(packages[name]) for name in sorted(packages)]
-            + [waitress_component(root, lock, waitress), project_component(root, project, {})])
+            + python_components(root, lock, dependencies) + [project_component(root, project, {})]
+            + app_components(root, app))
 
 
 def document(variant: str, root: Path, lock: Path, dpkg: list[Path] | None = None, base: Path = Path("/")) -> dict:
@@ -297,7 +415,8 @@ def document(variant: str, root: Path, lock: Path, dpkg: list[Path] | None = Non
              "version": PROJECT_VERSION,
              "properties": [{"name": "hello-api:variant", "value": variant},
                             {"name": "hello-api:files", "value": "every regular file" if variant == "micro" else
-                             "the files of waitress and of this project; Debian packages by name and version"}]}
+                             f"the files of {python_packages(components)} and of this project"
+                             f"{app_named(components)}; Debian packages by name and version"}]}
     return {"$schema": f"http://cyclonedx.org/schema/bom-{SPEC_VERSION}.schema.json", "bomFormat": "CycloneDX",
             "specVersion": SPEC_VERSION, "version": 1,
             "metadata": {"tools": {"components": [{"type": "application", "name": "images/sbom.py",
@@ -305,6 +424,17 @@ def document(variant: str, root: Path, lock: Path, dpkg: list[Path] | None = Non
                          "component": image},
             "components": components,
             "dependencies": [{"ref": image["bom-ref"], "dependsOn": [c["bom-ref"] for c in components]}]}
+
+
+def python_packages(components: list[dict]) -> str:
+    """'waitress' for hello-api's own lock (as every document before APP_WSGI said), else how many."""
+    count = sum(c.get("purl", "").startswith("pkg:pypi/") for c in components)
+    return "waitress" if count == 1 else f"the {count} Python packages of the lock"
+
+
+def app_named(components: list[dict]) -> str:
+    apps = [c["name"] for c in components if c["type"] == "application" and c["name"] != PROJECT]
+    return f", and of the app ({', '.join(apps)})" if apps else ""
 
 
 def listed_files(sbom: dict) -> dict[str, str]:

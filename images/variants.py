@@ -43,10 +43,10 @@ def comments_above(lines: list[str], index: int) -> int:
 
 def naive_order(dockerfile: str) -> str:
     """The slim Dockerfile with the code copied before the dependency install: only the layer order differs.
-    The dependency layer is the COPY of the lock file (its comments go with it); the code's, the COPY of
-    service/."""
+    The dependency layer is the COPY of the lock file, ${APP_LOCK} (its comments go with it); the code's, the
+    COPY of service/."""
     lines = dockerfile.splitlines(keepends=True)
-    dependencies, code = copy_of(lines, "requirements.lock"), copy_of(lines, "service/")
+    dependencies, code = copy_of(lines, "${APP_LOCK}"), copy_of(lines, "service/")
     if code < dependencies:
         raise ValueError("the Dockerfile already copies service/ before the lock file")
     naive = ["# The naive order: any edit to the code invalidates the pip layer below.\n", "COPY . .\n"]

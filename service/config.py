@@ -118,10 +118,10 @@ WSGI_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-
 
 
 def wsgi_name(text: str) -> str:
-    if WSGI_NAME.fullmatch(text):
+    if text == "" or WSGI_NAME.fullmatch(text):  # empty, as an image's default build argument leaves it: hello-api
         return text
     raise ValueError("MODULE:NAME, or MODULE:FACTORY() for a function that returns the app "
-                     "(myapp.web:app, myapp:create_app())")
+                     "(myapp.web:app, myapp:create_app()), or empty for hello-api")
 
 
 def health_path(text: str) -> str:
@@ -162,7 +162,7 @@ VARIABLES: dict[str, Variable] = {
     "APP_REUSE_PORT": Variable("reuse_port", switch, "true false (on off)",
                                "with 2+ workers: each binds its own SO_REUSEPORT socket; false: one shared socket"),
     "APP_WSGI": Variable("wsgi", wsgi_name, "MODULE:NAME or MODULE:FACTORY()",
-                         "the WSGI app to serve, imported from the working directory; unset: hello-api"),
+                         "the WSGI app to serve, imported from the working directory; unset or empty: hello-api"),
     "APP_HEALTH_PATH": Variable("health_path", health_path, "a path starting with /",
                                 "what the health check GETs: hello-api's answers healthy JSON, another app any 2xx"),
 }

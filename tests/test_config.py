@@ -50,7 +50,7 @@ ACCEPTED_EDGES = [  # the first and last value of every range the README states
     ("APP_REUSE_PORT", "true", True), ("APP_REUSE_PORT", "On", True), ("APP_REUSE_PORT", "YES", True),
     ("APP_REUSE_PORT", "1", True), ("APP_REUSE_PORT", "False", False), ("APP_REUSE_PORT", "off", False),
     ("APP_REUSE_PORT", "no", False), ("APP_REUSE_PORT", "0", False),
-    ("APP_WSGI", "a:b", "a:b"), ("APP_WSGI", "_p.q_1.r:s.t()", "_p.q_1.r:s.t()"),
+    ("APP_WSGI", "", ""), ("APP_WSGI", "a:b", "a:b"), ("APP_WSGI", "_p.q_1.r:s.t()", "_p.q_1.r:s.t()"),
     ("APP_HEALTH_PATH", "/", "/"), ("APP_HEALTH_PATH", "/" + "~" * 255, "/" + "~" * 255),
 ]
 
@@ -75,7 +75,7 @@ INVALID = {
     "APP_LOG_LEVEL": ["", "verbose", "TRACE", "10"],
     "APP_LOG_FORMAT": ["", "JSON", "Json", "logfmt", "json ", "plain"],
     "APP_REUSE_PORT": ["", "2", "enabled", "y", "t", " on", "true ", "reuseport", "\uff11"],
-    "APP_WSGI": ["", "app", "myapp:", ":app", "my-app:app", "1app:app", "a:b()()", "a:b(x)", "a.:b", "a:b.",
+    "APP_WSGI": [" ", "app", "myapp:", ":app", "my-app:app", "1app:app", "a:b()()", "a:b(x)", "a.:b", "a:b.",
                  "a:b ", "a b:c", "\u00e9:app", "a:b\n", "a/b:c"],
     "APP_HEALTH_PATH": ["", "health", "/a b", "/\u00e9", "/x\n", "//" + "x" * 255, "http://x/health"],
 }

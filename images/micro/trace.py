@@ -535,6 +535,10 @@ def exchange_ok(port: int) -> bool:
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         fail("usage: python3 trace.py ROOT")
+    if os.environ.get("APP_WSGI"):
+        fail(f"APP_WSGI={os.environ['APP_WSGI']}: micro's trace drives hello-api's own endpoints and would keep "
+             "only what they use, so it builds hello-api alone; build your app on Dockerfile or "
+             "Dockerfile.distroless")
     root = Path(argv[0])
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="micro-trace-") as work:
