@@ -29,8 +29,8 @@ def parser_for() -> argparse.ArgumentParser:
     built = ", ".join(VARIANTS[name].tag for name in DEPLOY_IMAGES)
     add_bases_option(commands.add_parser("build", help=f"build {built} (HAProxy), then record their SBOMs and "
                                                        "bases in images/.generated/"))
-    app = commands.add_parser("app", help="build a WSGI app of your own in the slim and distroless images "
-                                          "(TAG:slim, TAG:distroless)")
+    app = commands.add_parser("app", help="build a WSGI app of your own in the images (TAG:slim, TAG:distroless, "
+                                          "and with --tests TAG:micro)")
     app.add_argument("source", help="the app's package folder, a path in this checkout listed in .dockerignore")
     app.add_argument("--lock", required=True, help="its lock file: every dependency, waitress among them, "
                                                    "pinned with --hash")
@@ -38,6 +38,11 @@ def parser_for() -> argparse.ArgumentParser:
                                                    "folder (FOLDER.app:app)")
     app.add_argument("--health-path", default="/health", help="what the health check GETs (default /health; any "
                                                                "2xx is healthy)")
+    app.add_argument("--tests", help="the app's tests' folder: micro is built too, traced while "
+                                      "--trace-command runs there against the live server ($BASE_URL)")
+    app.add_argument("--trace-command", default="python3 -m unittest discover",
+                     help="run in the tests' folder by micro's trace (default: %(default)s)")
+    app.add_argument("--keep", default="", help="micro: files no run used, kept on purpose (paths or globs)")
     app.add_argument("--tag", help="the images' repository (default: the folder's name)")
     add_bases_option(app)
     make = commands.add_parser("bases", help="make both base images from Debian trixie packages (no registry)")
@@ -81,12 +86,13 @@ def run(argv: list[str]) -> int:
         verify.write_records(builder)
     elif options.command == "app":
         try:
-            arguments = build_arguments(options.source, options.lock, options.wsgi, options.health_path)
+            arguments = build_arguments(options.source, options.lock, options.wsgi, options.health_path,
+                                        options.tests, options.trace_command, options.keep)
         except AppError as wrong:
             print(f"images app: error: {wrong}", file=sys.stderr)
             return 2
         tags = build_app(Builder.choose(options.bases), arguments, repository_for(options.source, options.tag))
-        print(f"built {' and '.join(tags)}: docker run -d -p 8080:5000 {tags[-1]}")
+        print(f"built {', '.join(tags)}: docker run -d -p 8080:5000 {tags[-1]}")
     elif options.command == "verify":
         return run_verify(options)
     elif options.command == "dockerfiles":

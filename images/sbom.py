@@ -217,9 +217,12 @@ def distributions(root: Path, files: list[str]) -> dict[str, Distribution]:
 
 
 def source_of(path: str) -> str:
-    """The source a __pycache__ file was compiled from (pkg/__pycache__/mod.cpython-313.pyc: pkg/mod.py)."""
+    """The source bytecode was compiled from: pkg/__pycache__/mod.cpython-313.pyc, or micro's sourceless
+    pkg/mod.pyc, from pkg/mod.py."""
     directory, _, name = path.rpartition("/__pycache__/")
-    return f"{directory}/{name.split('.', 1)[0]}.py" if directory else ""
+    if directory:
+        return f"{directory}/{name.split('.', 1)[0]}.py"
+    return path.removesuffix(".pyc") + ".py" if path.endswith(".pyc") else ""
 
 
 def file_digests(path: Path) -> tuple[str, str]:

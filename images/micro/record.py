@@ -25,7 +25,24 @@ def remember_opens(event: str, args: tuple) -> None:
 
 
 def fail_on(path: str) -> None:
-    """Make service.app's dispatch raise for one path: the only way to reach the 500 handler from outside."""
+    """Make the app raise for one path: the only way to reach a 500 from outside. hello-api's dispatch raises
+    (its own handler answers); an app APP_WSGI names is wrapped, so the transport answers, as it would."""
+    if os.environ.get("APP_WSGI"):
+        from service import application  # before the server imports load() from it
+
+        load = application.load
+
+        def failing_load(settings: object) -> object:
+            app = load(settings)
+
+            def failing_app(environ: dict, start_response: object) -> object:
+                if environ.get("PATH_INFO") == path:
+                    raise RuntimeError(f"deliberate failure for {path}, injected by the micro image's build trace")
+                return app(environ, start_response)
+            return failing_app
+
+        application.load = failing_load
+        return
     from service import app
 
     dispatch = app.dispatch

@@ -17,13 +17,20 @@ Dockerfile.micro runs this in a stage built on the distroless base (the interpre
 4. verify: the service starts from ROOT alone (chroot, user 65532), answers /health, passes its own
    health check, stops cleanly on SIGTERM and rejects a bad setting with exit 2 and one line.
 
+An app of the user's (APP_WSGI) runs through the same runs, its health path (APP_HEALTH_PATH) standing for
+/health and its 500 raised by the app itself, and one run more: TRACE_COMMAND (its own tests) drives it, and
+must pass again against ROOT in step 4. The manifest marks what only that run needed; the output lists what no
+run used under /app (modules never imported, files never opened); TRACE_KEEP keeps files on purpose.
+
 Any step that finds nothing, or a run that does not behave, stops the build with the reason.
 Usage: python3 trace.py ROOT
 """
 
+import glob
 import importlib.metadata
 import os
 import py_compile
+import shlex
 import shutil
 import signal
 import socket
@@ -48,6 +55,13 @@ READY_SECONDS = 20.0
 NOT_KEPT = ("/proc/", "/dev/", "/sys/", "/tmp/", "/run/", f"{HERE}/")
 # Read by the C library (NSS), which no Python audit hook sees: the user database for USER 65532.
 C_LIBRARY_FILES = {"/etc/passwd": True, "/etc/group": True, "/etc/nsswitch.conf": False}  # path: required
+# An app of the user's (APP_WSGI), traced by its own command: TRACE_COMMAND runs in TESTS (the build
+# argument TRACE_TESTS's folder) against the traced server at BASE_URL; TRACE_KEEP lists files to keep on
+# purpose (globs), which no run was seen to use.
+APP_WSGI = os.environ.get("APP_WSGI", "")
+HEALTH_PATH = os.environ.get("APP_HEALTH_PATH") or "/health"
+TESTS = Path("/trace/tests")
+COMMAND_RUN = "app-command"
 
 
 def fail(message: str) -> NoReturn:
@@ -154,19 +168,24 @@ def wait_ready(server: Recorded, port: int, host: str) -> None:
             fail(f"{server.label}: the service exited ({server.process.returncode}) before answering; "
                  f"stderr: {server.output()[1][-800:]}")
         try:
-            if exchange(port, get("/health"), host).startswith(b"HTTP/1.1 200 "):
+            if healthy(exchange(port, get(HEALTH_PATH), host)):
                 return
         except OSError:
             pass
         time.sleep(0.05)
-    fail(f"{server.label}: /health did not answer 200 within {READY_SECONDS:.0f}s")
+    fail(f"{server.label}: {HEALTH_PATH} did not answer 2xx within {READY_SECONDS:.0f}s")
+
+
+def healthy(answer: bytes) -> bool:
+    """A 2xx: hello-api answers its /health with 200, an app of the user's its APP_HEALTH_PATH with any 2xx."""
+    return answer.startswith(b"HTTP/1.1 2")
 
 
 @contextmanager
 def idle_keep_alive(port: int, host: str) -> Iterator[None]:
     """A keep-alive connection left open after one answer, so the drain has a connection to close."""
     with socket.create_connection((host, port), timeout=5) as connection:
-        connection.sendall(b"GET /health HTTP/1.1\r\nHost: trace\r\n\r\n")
+        connection.sendall(f"GET {HEALTH_PATH} HTTP/1.1\r\nHost: trace\r\n\r\n".encode())
         connection.recv(65536)
         yield
 
@@ -204,6 +223,36 @@ def serve(run: Serving, work: Path) -> None:
         fail(f"{run.label}: the injected failure logged no traceback; stderr: {stderr[-800:]}")
 
 
+def run_command(port: int, label: str) -> subprocess.CompletedProcess:
+    """TRACE_COMMAND (split as a shell would, run without one: the base has none) in TESTS, against the
+    server on `port` (BASE_URL), by this stage's interpreter: the client's own files are not traced."""
+    command = shlex.split(os.environ["TRACE_COMMAND"])
+    environment = {**os.environ, "BASE_URL": f"http://127.0.0.1:{port}"}
+    try:
+        return subprocess.run(command, cwd=TESTS, env=environment, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as failed:
+        fail(f"{label}: TRACE_COMMAND={os.environ['TRACE_COMMAND']!r} could not run: {failed}")
+
+
+def command_run(work: Path) -> None:
+    """The app driven by its own command (its tests against the live server), the server recorded."""
+    port = free_port()
+    server = start(COMMAND_RUN, "service", {"APP_PORT": str(port)}, work)
+    try:
+        wait_ready(server, port, "127.0.0.1")
+        result = run_command(port, COMMAND_RUN)
+        if result.returncode != 0:
+            fail(f"{COMMAND_RUN}: TRACE_COMMAND exited {result.returncode} against the traced server: "
+                 f"{(result.stdout + result.stderr)[-1500:]}")
+        say(f"{COMMAND_RUN}: TRACE_COMMAND passed: {(result.stdout + result.stderr).strip().splitlines()[-1:]}")
+        server.process.send_signal(signal.SIGTERM)
+        server.wait(0)
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+
+
 def answers_without_serving(work: Path) -> None:
     """The service's other exits: --help, --version, an unknown argument (2), a bad setting (2), a busy
     port (1); the health check's failures (1)."""
@@ -237,6 +286,9 @@ def trace(work: Path) -> None:
     say("runs: --help, --version, an unknown argument, a bad setting, a busy port; health check down and "
         "misconfigured")
     answers_without_serving(work)
+    if APP_WSGI:
+        say(f"run: {COMMAND_RUN}: {os.environ['TRACE_COMMAND']}")
+        command_run(work)
 
 
 # ---- 2. what the runs used, and the ELF closure -----------------------------------------------------
@@ -285,11 +337,14 @@ def kept_from_records(rows: list[tuple[str, str, str, str]]) -> dict[str, Kept]:
     def add(path: str, kind: str, reason: str) -> None:
         kept.setdefault(path, Kept(kind)).reasons.add(reason)
 
+    module_runs: dict[str, set[str]] = {}
+
     for label, what, name, path in rows:
         if not worth_keeping(path):
             continue
         if what == "module" and path.endswith(".py"):
             add(path, "module", f"module {name}")
+            module_runs.setdefault(path, set()).add(label)
         elif what == "module" and path.endswith(".so"):
             add(path, "shared library", f"extension module {name}")
         elif what == "mapped" and os.path.isfile(path):
@@ -298,6 +353,9 @@ def kept_from_records(rows: list[tuple[str, str, str, str]]) -> dict[str, Kept]:
             add(path, "data file", f"opened by run {label}")
         elif what == "path" and os.path.isdir(path):
             add(path, "directory", "on sys.path")
+    for path, runs in module_runs.items():  # what only the app's own command reached: the trace needed it
+        if all(run.startswith(COMMAND_RUN) for run in runs):
+            add(path, "module", f"loaded only in run {COMMAND_RUN}")
     return kept
 
 
@@ -400,10 +458,46 @@ def kept_set(work: Path) -> dict[str, Kept]:
     for package in ("service", "waitress"):
         if not any(f"module {package}" in r for k in kept.values() for r in k.reasons):
             fail(f"the trace never saw the {package} package loaded")
+    add_kept_on_purpose(kept)
     close_over_elf(kept)
     add_fixed_files(kept)
     add_package_metadata(kept, rows)
     return kept
+
+
+def add_kept_on_purpose(kept: dict[str, Kept]) -> None:
+    """TRACE_KEEP's files (globs): what no run reached but the app may need (a module imported on a path the
+    command does not drive, a data file read only sometimes)."""
+    for pattern in os.environ.get("TRACE_KEEP", "").split():
+        files = [path for path in sorted(glob.glob(pattern, recursive=True)) if os.path.isfile(path)]
+        if not files:
+            fail(f"TRACE_KEEP names {pattern}, which matches no file here: give absolute paths or globs, "
+                 "/app/deps/PACKAGE/FILE")
+        for path in files:
+            kind = "module" if path.endswith(".py") else "data file"
+            kept.setdefault(os.path.realpath(path), Kept(kind)).reasons.add("kept on purpose (TRACE_KEEP)")
+
+
+def report_unseen(kept: dict[str, Kept]) -> None:
+    """What the trace cannot see, in the build's output: under /app (the app and its packages, hello-api's
+    service aside), the modules no run imported and the other files no run opened."""
+    never_imported, never_opened = [], []
+    for top in sorted(Path("/app").iterdir()):
+        if not top.is_dir() or top.name == "service":
+            continue
+        for path in sorted(top.rglob("*")):
+            if (not path.is_file() or "__pycache__" in path.parts or str(path) in kept
+                    or any(part.endswith(".dist-info") for part in path.parts)):
+                continue
+            (never_imported if path.suffix in (".py", ".so") else never_opened).append(str(path))
+    say(f"not seen by any run, so not kept: {len(never_imported)} module file(s) never imported and "
+        f"{len(never_opened)} other file(s) never opened under /app; keep any on purpose with "
+        "--build-arg TRACE_KEEP='PATH ...' (globs)")
+    for label, paths in (("never imported", never_imported), ("never opened", never_opened)):
+        for path in paths[:12]:
+            say(f"  {label}: {path}")
+        if len(paths) > 12:
+            say(f"  ... and {len(paths) - 12} more {label}")
 
 
 # ---- 3. copy into the root, write the manifest ------------------------------------------------------
@@ -509,6 +603,9 @@ def verify(root: Path) -> None:
             time.sleep(0.05)
         if run_jailed(root, "service.healthcheck", {"APP_PORT": str(port)}).wait(timeout=20) != 0:
             fail("the health check fails from the kept files alone")
+        if APP_WSGI and (result := run_command(port, "verify")).returncode != 0:
+            fail(f"TRACE_COMMAND fails against the kept files alone (exit {result.returncode}): "
+                 f"{(result.stdout + result.stderr)[-1500:]}")
         server.send_signal(signal.SIGTERM)
         _, stderr = server.communicate(timeout=20)
         if server.returncode != 0 or "Stopped cleanly" not in stderr:
@@ -521,13 +618,14 @@ def verify(root: Path) -> None:
     out, err = bad.communicate(timeout=20)
     if bad.returncode != 2 or out or len(err.splitlines()) != 1:
         fail(f"from the kept files alone, a bad setting gave exit {bad.returncode} and {err!r}")
-    say("verified: from the kept files alone (chroot, user 65532) it serves, passes its health check, "
-        "stops cleanly on SIGTERM and exits 2 with one line on a bad setting")
+    say("verified: from the kept files alone (chroot, user 65532) it serves, passes its health check"
+        f"{', passes TRACE_COMMAND' if APP_WSGI else ''}, stops cleanly on SIGTERM and exits 2 with one line on a "
+        "bad setting")
 
 
 def exchange_ok(port: int) -> bool:
     try:
-        return exchange(port, get("/health")).startswith(b"HTTP/1.1 200 ")
+        return healthy(exchange(port, get(HEALTH_PATH)))
     except OSError:
         return False
 
@@ -535,10 +633,10 @@ def exchange_ok(port: int) -> bool:
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         fail("usage: python3 trace.py ROOT")
-    if os.environ.get("APP_WSGI"):
-        fail(f"APP_WSGI={os.environ['APP_WSGI']}: micro's trace drives hello-api's own endpoints and would keep "
-             "only what they use, so it builds hello-api alone; build your app on Dockerfile or "
-             "Dockerfile.distroless")
+    if APP_WSGI and not os.environ.get("TRACE_COMMAND"):
+        fail(f"APP_WSGI={APP_WSGI}: give the command that drives the app (--build-arg TRACE_COMMAND=..., with its "
+             "tests in TRACE_TESTS): the trace keeps only what some run used, and the server's own runs reach "
+             f"no more of the app than {HEALTH_PATH}")
     root = Path(argv[0])
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="micro-trace-") as work:
@@ -546,6 +644,8 @@ def main(argv: list[str]) -> int:
         kept = kept_set(Path(work))
     image = copy_into(kept, root)
     write_manifest(image, root)
+    if APP_WSGI:
+        report_unseen(kept)
     verify(root)
     return 0
 

@@ -1,4 +1,4 @@
-"""The tutorial app's own tests, against a live server: TUTORIAL_URL (default http://127.0.0.1:5000).
+"""The tutorial app's own tests, against a live server: BASE_URL (default http://127.0.0.1:5000).
 Standard library only, so they run wherever the app does: `python3 -m unittest discover tests` or pytest."""
 
 import json
@@ -7,7 +7,7 @@ import unittest
 import urllib.error
 import urllib.request
 
-URL = os.environ.get("TUTORIAL_URL", "http://127.0.0.1:5000")
+URL = os.environ.get("BASE_URL", "http://127.0.0.1:5000")
 
 
 def get(path: str) -> tuple[int, str, str]:
@@ -29,12 +29,14 @@ class Tutorial(unittest.TestCase):
         self.assertEqual(status, 200)
         self.assertEqual(json.loads(body)["message"], "Hello, World!")
 
-    def test_a_page_names_each_character_and_escapes_the_name(self):
-        status, kind, body = get("/page/%3Cb%3Ee%CC%81")  # <b>e + combining acute: NFC makes it é
+    def test_a_page_escapes_the_name_and_gives_the_time_in_a_zone(self):
+        status, kind, body = get("/page/%3Cb%3E?zone=Asia/Tokyo")
         self.assertEqual((status, kind), (200, "text/html; charset=utf-8"))
-        self.assertIn("Hello, &lt;b&gt;\u00e9!", body)
-        self.assertIn("<li>LATIN SMALL LETTER E WITH ACUTE</li>", body)
-        self.assertIn("<li>LESS-THAN SIGN</li>", body)
+        self.assertIn("Hello, &lt;b&gt;!", body)
+        self.assertIn("12:00 UTC on 1 January 2026 is 21:00 in Asia/Tokyo.", body)
+
+    def test_a_zone_that_does_not_exist_is_400(self):
+        self.assertEqual(get("/page/x?zone=Mars/Olympus")[0], 400)
 
     def test_an_unknown_path_is_404(self):
         self.assertEqual(get("/nowhere")[0], 404)

@@ -1,9 +1,10 @@
 # The classic "Flask API in Docker" tutorial's app (bench/seed/app.py), with one endpoint more: /page/<name>
-# needs what image minifiers drop (a module imported only when it is asked for, a template file read on
-# demand, a compiled extension).
+# needs what image minifiers drop (modules imported only when it is asked for, with a C extension and data
+# files of their own, a template file read on demand, a dependency's compiled extension).
 import os
+from datetime import UTC, datetime
 
-from flask import Flask, jsonify, render_template
+from flask import Flask, abort, jsonify, render_template, request
 
 app = Flask(__name__)
 
@@ -20,14 +21,17 @@ def hello(name):
 
 @app.route("/page/<name>")
 def page(name):
-    # Imported here, on the first request for a page: a C extension of the standard library
-    # (lib-dynload/unicodedata.*.so) that nothing imports at start-up.
-    import unicodedata
+    # Imported on the first request for a page, not at start-up: zoneinfo and its C extension
+    # (lib-dynload/_zoneinfo.*.so), which read the zone's file from the system's time zone data.
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    name = unicodedata.normalize("NFC", name)
-    characters = [unicodedata.name(character, "?") for character in name]
+    zone = request.args.get("zone", "UTC")
+    try:
+        noon = datetime(2026, 1, 1, 12, tzinfo=UTC).astimezone(ZoneInfo(zone))
+    except (ZoneInfoNotFoundError, ValueError):
+        abort(400, f"no time zone {zone!r}")
     # templates/page.html, read when first rendered; Jinja2 escapes through MarkupSafe's compiled _speedups.
-    return render_template("page.html", name=name, characters=characters)
+    return render_template("page.html", name=name, zone=zone, local=noon.strftime("%H:%M"))
 
 
 if __name__ == "__main__":
