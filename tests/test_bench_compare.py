@@ -187,7 +187,7 @@ def test_compare_measures_what_it_can_and_says_why_not_for_the_rest(compared):
     assert any("exited with code 3 before answering GET /health" in p and "bye" in p
                for p in variants["exits"]["problems"])
     assert any("listens on port(s) 9000, not 8000: pass --port 9000" in p for p in variants["elsewhere"]["problems"])
-    assert any("never answered GET /health with a 2xx within 5 s (listening on 8000)" in p
+    assert any("never answered GET /health with a 2xx within 5 s (listens on 8000)" in p
                for p in variants["silent"]["problems"])
     for label in ("exits", "elsewhere", "silent"):
         assert "size" in variants[label] and "startup" not in variants[label]
