@@ -156,7 +156,7 @@ def test_the_dependencies_are_only_the_hash_pinned_waitress(image, engine):
         assert listing.stdout.strip() == f"['bin', 'waitress', 'waitress-{pinned}.dist-info'] ['waitress-serve']"
 
 
-def test_the_build_context_holds_only_the_service_and_the_lock(engine):
+def test_the_build_context_holds_only_the_service_the_lock_the_build_tools_and_the_worked_example(engine):
     require_image("slim")
     listing = (f'FROM {image_tag("slim")}\nCOPY . /context\nWORKDIR /context\n'
                'ENTRYPOINT ["find", ".", "-type", "f"]\n')
@@ -170,7 +170,10 @@ def test_the_build_context_holds_only_the_service_and_the_lock(engine):
     assert "service/app.py" in files
     tracer = ["images/micro/record.py", "images/micro/trace.py"]  # Dockerfile.micro's trace stage
     writers = ["images/sbom.py", "images/bytecode.py"]  # the sbom and bytecode stages
-    assert not [f for f in files if f not in ("requirements.lock", *tracer, *writers) and not f.startswith("service/")]
+    example = ("examples/flask-tutorial/requirements.lock", "examples/flask-tutorial/tutorial/",
+               "examples/flask-tutorial/tests/")  # README, "Your own app": a few KB
+    assert not [f for f in files if f not in ("requirements.lock", *tracer, *writers)
+                and not f.startswith(("service/", *example))]
     assert not [f for f in files if "__pycache__" in f]
 
 
