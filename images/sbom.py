@@ -142,21 +142,19 @@ def borrow_md5sums(packages: dict[str, Package], other: dict[str, Package]) -> N
 
 def waitress_lock(lock: Path) -> tuple[str, str]:
     """(version, the wheel's sha256) from requirements.lock: its first hash is the wheel's (see its comment)."""
-    text = lock.read_text()
-    version = re.search(r"^waitress==(\S+)", text, re.MULTILINE)
-    digest = re.search(r"--hash=sha256:([0-9a-f]{64})", text)
-    if not version or not digest:
+    version, digests = locked(lock).get("waitress", ("", []))
+    if not version or not digests:
         raise SbomError(f"{lock} names no waitress==VERSION with a --hash=sha256: fix the lock file")
-    return version.group(1), digest.group(1)
+    return version, digests[0]
 
 
-def locked_hashes(lock: Path) -> dict[str, list[str]]:
-    """Every package the lock pins (its name normalised as PyPI does) -> the sha256 hashes it allows."""
-    pinned: dict[str, list[str]] = {}
+def locked(lock: Path) -> dict[str, tuple[str, list[str]]]:
+    """Every package the lock pins (its name normalised as PyPI does) -> (version, the sha256 hashes it allows)."""
+    pinned: dict[str, tuple[str, list[str]]] = {}
     for requirement in re.sub(r"\\\n", " ", lock.read_text()).splitlines():
-        found = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==", requirement)
+        found = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", requirement)
         if found:
-            pinned[normalised(found[1])] = re.findall(r"--hash=sha256:([0-9a-f]{64})", requirement)
+            pinned[normalised(found[1])] = (found[2], re.findall(r"--hash=sha256:([0-9a-f]{64})", requirement))
     return pinned
 
 
@@ -292,7 +290,7 @@ def python_components(root: Path, lock: Path, files: list[str]) -> list[dict]:
     installed = distributions(root, files)
     waitress = [f for d in installed.values() if normalised(d.name) == "waitress" for f in d.files]
     components = [waitress_component(root, lock, waitress)]
-    pinned = locked_hashes(lock)
+    pinned = {name: hashes for name, (_, hashes) in locked(lock).items()}
     for distribution in sorted(installed.values(), key=lambda d: normalised(d.name)):
         name = normalised(distribution.name)
         if name == "waitress":

@@ -14,6 +14,7 @@ import uuid
 import pytest
 from conftest import ROOT, service_environment, unavailable
 from support import docker, free_port
+from test_readme import readme_sh_blocks
 
 from images import app as own_app
 from images import bases
@@ -23,18 +24,11 @@ from images.variants import VARIANTS, Builder
 EXAMPLE = "examples/flask-tutorial"
 SOURCE, LOCK, WSGI, TESTS = (f"{EXAMPLE}/tutorial", f"{EXAMPLE}/requirements.lock", "tutorial.app:app",
                              f"{EXAMPLE}/tests")
-COMMENT = re.compile(r"\s{2,}#\s?(.*)$")
 
 
 def readme_block() -> list[tuple[str, str]]:
     """The README's "Your own app" sh block as (command, comment), continuation lines joined."""
-    section = (ROOT / "README.md").read_text().split("\n## Your own app\n", 1)[1].split("\n## ", 1)[0]
-    block = re.findall(r"```sh\n(.*?)```", section, re.DOTALL)[0].replace("\\\n", " ")
-    lines = []
-    for line in block.splitlines():
-        match = COMMENT.search(line)
-        lines.append((line[:match.start()].strip(), match[1].strip()) if match else (line.strip(), ""))
-    return lines
+    return readme_sh_blocks("Your own app")[0]
 
 
 def the_apps_tests(port: int) -> subprocess.CompletedProcess:

@@ -10,19 +10,23 @@ from conftest import ROOT, service_environment
 COMMENT = re.compile(r"\s{2,}#\s?(.*)$")
 
 
-def try_it_blocks() -> list[list[tuple[str, str]]]:
-    """The ```sh blocks of the README's "Try it" section, as (command, comment) lines."""
+def readme_sh_blocks(section: str) -> list[list[tuple[str, str]]]:
+    """The ```sh blocks of one README section, as (command, comment) lines, continuation lines joined."""
     text = (ROOT / "README.md").read_text()
-    section = text.split("\n## Try it\n", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```sh\n(.*?)```", section, re.DOTALL)
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
     parsed = []
-    for block in blocks:
+    for block in re.findall(r"```sh\n(.*?)```", body, re.DOTALL):
         lines = []
-        for line in block.splitlines():
+        for line in block.replace("\\\n", " ").splitlines():
             match = COMMENT.search(line)
             lines.append((line[:match.start()].strip(), match[1].strip()) if match else (line.strip(), ""))
         parsed.append(lines)
     return parsed
+
+
+def try_it_blocks() -> list[list[tuple[str, str]]]:
+    """The ```sh blocks of the README's "Try it" section, as (command, comment) lines."""
+    return readme_sh_blocks("Try it")
 
 
 def expected_json(comment: str) -> dict | None:
