@@ -126,6 +126,17 @@ def memory_kib(name: str) -> int:
                        f"is it still running? memory_stats: {str(stats)[:200]}")
 
 
+def cpu_ns(name: str) -> int:
+    """CPU time (user + system) every process of the container has used so far, in ns: its cgroup's usage,
+    from the engine's stats, so it is read wherever the engine runs. Docker's port proxy is outside it."""
+    stats = engine_get(f"/containers/{name}/stats?stream=false&one-shot=true").get("cpu_stats", {})
+    used = stats.get("cpu_usage", {}).get("total_usage")
+    if not used:  # a running container has used some CPU: 0 or nothing means the engine gave no figure
+        raise RuntimeError(f"the engine's stats for {name} hold no CPU usage: is it still running? "
+                           f"cpu_stats: {str(stats)[:200]}")
+    return used
+
+
 def local_pid(name: str) -> int | None:
     """The container's first process in this machine's /proc, or None where the engine runs elsewhere (Docker
     Desktop's VM, a remote engine, an engine in another PID namespace): its pid there names another process
@@ -200,12 +211,12 @@ def exposed_ports(tag: str) -> list[int]:
 
 @contextmanager
 def running(tag: str, *args: str, container_port: int = CONTAINER_PORT, ready: str = READY_PATH,
-            seconds: float = READY_SECONDS) -> Iterator[Ready]:
-    """A detached container, ready (GET `ready` answered 2xx), with `container_port` published where this
-    machine reaches the engine (engine_address()); removed afterwards. NotReady says why, when it never
-    answered."""
+            seconds: float = READY_SECONDS, command: tuple[str, ...] = ()) -> Iterator[Ready]:
+    """A detached container of `tag` (`docker run` options `args`, then `command`), ready (GET `ready`
+    answered 2xx), with `container_port` published where this machine reaches the engine (engine_address());
+    removed afterwards. NotReady says why, when it never answered."""
     name, port, host = unique_name(), host_port(), engine_address()
-    docker("run", "-d", *publish(name, port, container_port), *args, tag, quiet=True)
+    docker("run", "-d", *publish(name, port, container_port), *args, tag, *command, quiet=True)
     try:
         if not answers_while(lambda: is_running(name), port, ready, seconds, host):
             raise NotReady(why_not_ready(tag, name, container_port, ready, seconds))

@@ -29,6 +29,7 @@ from .containers import (
     READY_SECONDS,
     NotReady,
     answers,
+    cpu_ns,
     engine_address,
     get_status,
     host_port,
@@ -40,7 +41,7 @@ from .containers import (
     stop,
     unique_name,
 )
-from .load import summarise_wrk_runs, summary, wrk
+from .load import summarise_wrk_runs, summary, with_cpu, wrk
 from .noise import Quietness
 from .openloop import open_loop
 
@@ -358,7 +359,8 @@ class NotServed(RuntimeError):
 
 
 def load_study(subject: Subject, seconds: int, connections: int, runs: int) -> dict:
-    """Memory idle, then repeated wrk runs through the -p mapping, with memory sampled in the middle of each."""
+    """Memory idle, then repeated wrk runs through the -p mapping, with memory sampled in the middle of each
+    and the container's CPU time per answered request over each."""
     with started(subject) as ready:
         for _ in range(20):
             status = get_status(ready.port, subject.url, timeout=2, host=ready.host)
@@ -371,8 +373,9 @@ def load_study(subject: Subject, seconds: int, connections: int, runs: int) -> d
         wrk(ready.port, 1, connections, path=subject.url, host=ready.host)  # warm-up, discarded
         attempts, under_load = [], []
         for _ in range(runs):
-            attempts.append(wrk(ready.port, seconds, connections, path=subject.url, host=ready.host,
-                                during=lambda: under_load.append(memory.read())))
+            attempts.append(with_cpu(lambda: wrk(ready.port, seconds, connections, path=subject.url, host=ready.host,
+                                                 during=lambda: under_load.append(memory.read())),
+                                     lambda: cpu_ns(ready.name)))
     return {"connections": connections, "seconds": seconds, "url": subject.url, **summarise_wrk_runs(attempts),
             **memory.figures(idle, under_load)}
 

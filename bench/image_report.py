@@ -6,7 +6,7 @@ reach it through UPGRADES, in the current shape."""
 from images.variants import PROJECT_IMAGES
 
 from . import control, noise
-from .render import bar, mb, mib, ms, ratio, table, targets_table, yes_no
+from .render import bar, cpu_per_request, mb, mib, ms, ratio, table, targets_table, yes_no
 
 BASELINE = "seed"
 
@@ -47,7 +47,15 @@ def memory_from_the_engine(results: dict) -> dict:
     return results
 
 
-UPGRADES = (named_baseline_and_request, sizes_from_the_engine, memory_from_the_engine)
+def cpu_not_read(results: dict) -> dict:
+    """Format 4 to 5: runs before format 5 did not read the containers' CPU time."""
+    for entry in results["variants"].values():
+        if "requests_per_second" in entry.get("load", {}):
+            entry["load"].setdefault("cpu_us_per_request", None)
+    return results
+
+
+UPGRADES = (named_baseline_and_request, sizes_from_the_engine, memory_from_the_engine, cpu_not_read)
 # How a run measured its sizes, as its report says it.
 SIZE_SOURCES = {
     "layers": "Sizes and layers from the image's own layers (read from `docker save`, the same on every image "
@@ -278,17 +286,23 @@ def memory_table(v: dict, base_name: str) -> str:
         f"\n\nMissing figures:{reasons}" if reasons else "")
 
 
+def cpu_cells(cpu: dict | None, base: dict | None) -> list[str]:
+    """The server's CPU per answered request, median (min to max), and its ratio to the baseline's."""
+    return [cpu_per_request(cpu), ratio(cpu and cpu["median"], (base or {}).get("median"))]
+
+
 def throughput_table(v: dict, base_name: str) -> str:
     base = base_of(v, "load", base_name)
     base_rps = base.get("requests_per_second", {}).get("median")
     rows = [[f"`{n}`", f"{t['requests_per_second']['median']:,.0f}",
              f"{t['requests_per_second']['min']:,.0f}–{t['requests_per_second']['max']:,.0f}",
              ratio(t["requests_per_second"]["median"], base_rps),
+             *cpu_cells(t["cpu_us_per_request"], base.get("cpu_us_per_request")),
              f"{t['p50_seconds'] * 1000:.2f} ms", f"{t['p99_seconds'] * 1000:.2f} ms",
              ratio(t["p99_seconds"], base.get("p99_seconds")), t["non_2xx"], t["socket_errors"]]
             for n, t in measured(v, "load").items() if "requests_per_second" in t]
-    return table(["image", "req/s (median)", "min–max", f"×{base_name}", "p50", "p99", f"p99 ×{base_name}",
-                  "non-2xx", "socket errors"], rows)
+    return table(["image", "req/s (median)", "min–max", f"×{base_name}", "server CPU per request",
+                  f"CPU ×{base_name}", "p50", "p99", f"p99 ×{base_name}", "non-2xx", "socket errors"], rows)
 
 
 def open_loop_section(v: dict, reference: str, seconds: int) -> str:
@@ -429,7 +443,10 @@ and in the middle of each load run.
 
 `wrk --latency -t2 -c{load['connections']} -d{load['seconds']}s --timeout 5s http://{m['engine_address']}:PORT{request['url']}`
 through the `-p` mapping, {plan['load_runs']} runs after a 1 s warm-up; latency percentiles are from the median run.
-wrk and the server share the machine's {m['cpus']} CPUs.
+wrk and the server share the machine's {m['cpus']} CPUs, so req/s moves with what wrk takes. *Server CPU per
+request* is the server's own cost: the container's CPU time (user + system, every process in it: its cgroup's
+usage, from the engine's stats) over each run, divided by the 2xx answers in it (Docker's port proxy is outside
+the container).
 
 {throughput_table(v, base_name)}
 

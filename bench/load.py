@@ -21,6 +21,11 @@ def summary(values: list[float]) -> dict:
             "runs": len(ordered), "values": values}
 
 
+def complete_summary(values: list[float | None]) -> dict | None:
+    """summary(), or None when some run has no figure (a run that answered nothing has no CPU per request)."""
+    return None if None in values else summary(values)
+
+
 def require_wrk(study: str) -> None:
     if shutil.which("wrk") is None:
         raise SystemExit(f"the {study} study needs wrk on PATH: apt-get install wrk (or brew install wrk)")
@@ -60,6 +65,17 @@ def wrk(port: int, seconds: int, connections: int = CONNECTIONS, during: Callabl
     return parse_wrk(output)
 
 
+def with_cpu(load: Callable[[], dict], cpu_ns: Callable[[], float]) -> dict:
+    """load() (one wrk run) with `cpu_us_per_request`: the server's CPU time over the run (cpu_ns(), its
+    total so far, read before and after) per answered (2xx) request; None when none was answered."""
+    before = cpu_ns()
+    run = load()
+    used = cpu_ns() - before
+    answered = run["requests"] - run["non_2xx"]
+    run["cpu_us_per_request"] = used / 1000 / answered if answered > 0 else None
+    return run
+
+
 def median_run(attempts: list[dict]) -> dict:
     """The run with the median throughput (the lower of two middles), whose percentiles a report quotes."""
     rps = [a["requests_per_second"] for a in attempts]
@@ -67,9 +83,11 @@ def median_run(attempts: list[dict]) -> dict:
 
 
 def summarise_wrk_runs(attempts: list[dict]) -> dict:
-    """Repeated wrk runs: throughput's summary, the median run's p50 and p99, errors summed, runs kept."""
+    """Repeated wrk runs: throughput's summary, the server's CPU per request (None unless every run has
+    it), the median run's p50 and p99, errors summed, runs kept."""
     middle = median_run(attempts)
     return {"requests_per_second": summary([a["requests_per_second"] for a in attempts]),
+            "cpu_us_per_request": complete_summary([a.get("cpu_us_per_request") for a in attempts]),
             "p50_seconds": middle["p50_seconds"], "p99_seconds": middle["p99_seconds"],
             "non_2xx": sum(a["non_2xx"] for a in attempts),
             "socket_errors": sum(a["socket_errors"] for a in attempts), "runs": attempts}

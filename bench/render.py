@@ -19,6 +19,11 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
+def cpu_per_request(cpu: dict | None) -> str:
+    """A summary of CPU µs per answered request, median (min to max); "not measured" for None."""
+    return "not measured" if cpu is None else f"{cpu['median']:.0f} µs ({cpu['min']:.0f}–{cpu['max']:.0f})"
+
+
 def yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
 

@@ -8,7 +8,7 @@ import pytest
 
 from bench import image_report
 from bench.image_measures import KINDS, kind_of, step_counts
-from bench.load import parse_wrk, summary
+from bench.load import parse_wrk, summarise_wrk_runs, summary, with_cpu
 from bench.studies import STUDY, reliability, workers
 from images.variants import VARIANTS, Builder, naive_order
 
@@ -48,6 +48,22 @@ def test_parse_wrk_reads_rate_percentiles_and_every_error_count():
                       "p99_seconds": pytest.approx(0.01747), "non_2xx": 4, "socket_errors": 6}
 
 
+def test_cpu_per_request_is_the_servers_cpu_over_a_run_divided_by_its_2xx_answers_only():
+    counter = iter([5_000_000_000, 6_500_000_000])  # ns before and after: 1.5 s of CPU over the run
+    run = with_cpu(lambda: parse_wrk(WRK_OUTPUT), lambda: next(counter))
+    assert run["cpu_us_per_request"] == pytest.approx(1.5e6 / (7518 - 4))  # the 4 non-2xx are not answers
+    nothing = iter([0, 10])
+    assert with_cpu(lambda: {**parse_wrk(WRK_OUTPUT), "non_2xx": 7518}, lambda: next(nothing))[
+        "cpu_us_per_request"] is None
+
+
+def test_runs_summarise_cpu_per_request_only_when_every_run_has_it():
+    runs = [{**parse_wrk(WRK_OUTPUT), "cpu_us_per_request": cpu} for cpu in (150.0, 170.0, 160.0)]
+    assert summarise_wrk_runs(runs)["cpu_us_per_request"]["median"] == 160.0
+    assert summarise_wrk_runs([*runs, {**runs[0], "cpu_us_per_request": None}])["cpu_us_per_request"] is None
+    assert summarise_wrk_runs([parse_wrk(WRK_OUTPUT)])["cpu_us_per_request"] is None  # a run that did not read it
+
+
 def test_step_counts_reads_cache_hits_and_whether_pip_reran():
     counts = step_counts(BUILDKIT_OUTPUT)
     assert (counts["steps"], counts["cached"], counts["dependency_step_reran"]) == (5, 3, False)
@@ -85,6 +101,7 @@ def synthetic_results() -> dict:
             "startup": summary([startup, startup * 1.1, startup * 0.9]),
             "stop": {**summary([0.2, 0.3, 0.25]), "exit_codes": [0, 0, 0]},
             "load": {"connections": 16, "seconds": 10, "runs": [], "requests_per_second": summary([rps, rps]),
+                     "cpu_us_per_request": summary([2e5 / rps, 2e5 / rps]),
                      "p50_seconds": 0.005, "p99_seconds": 0.02, "non_2xx": 0, "socket_errors": 0,
                      "memory_idle_kib": 9000, "memory_under_load_kib": 9500,
                      "rss_idle_kib": 16000, "rss_under_load_kib": 17000},
@@ -145,6 +162,7 @@ def test_a_written_report_passes_the_check_and_a_tampered_one_fails(tmp_path):
     assert STUDY.check(tmp_path) == []
     text = (tmp_path / "report.md").read_text()
     assert "## Throughput" in text and "| `seed` |" in text and "4.17×" in text
+    assert "| server CPU per request | CPU ×seed |" in text and "| 0.24× |" in text  # 4.17 times the rate, 0.24 the CPU
     assert "| image | interpreter | shared libraries |" in text and "| `micro` |" in text
     assert "| `micro` | 250 ms | 100 ms | 50 ms | 40 ms | 390 ms | 3 |" in text  # start-up phases
     (tmp_path / "report.md").write_text(text.replace("## Throughput", "## Speed"))
@@ -207,7 +225,7 @@ def test_a_document_of_an_older_format_is_upgraded_when_loaded_and_written_in_th
     older["machine"] = {**{k: v for k, v in results["machine"].items() if k not in ("image_store", "engine_address")},
                         "date": "d"}
     for entry in older["variants"].values():  # memory was the first process's RSS, read on the host
-        entry["load"] = {k: v for k, v in entry["load"].items() if not k.startswith("memory_")}
+        entry["load"] = {k: v for k, v in entry["load"].items() if not k.startswith(("memory_", "cpu_"))}
     older["rss_from"] = "host"
     (tmp_path / STUDY.json).write_text(json.dumps(older))
     loaded = STUDY.load(tmp_path)
@@ -219,8 +237,10 @@ def test_a_document_of_an_older_format_is_upgraded_when_loaded_and_written_in_th
     assert (seed["memory_idle_kib"], seed["memory_under_load_kib"], seed["rss_idle_kib"]) == (None, None, 16000)
     assert "memory: runs before format 4 read only the first process's RSS" in STUDY.render(loaded)["report.md"]
     assert loaded["machine"]["engine_address"] == "127.0.0.1" and "rss_from" not in loaded
+    assert seed["cpu_us_per_request"] is None  # no CPU read before format 5: the report says so
+    assert "| `seed` | 600 | 600–600 | 1.00× | not measured | – |" in STUDY.render(loaded)["report.md"]
     STUDY.write(loaded, tmp_path)
-    assert json.loads((tmp_path / STUDY.json).read_text())["format"] == STUDY.version == 4
+    assert json.loads((tmp_path / STUDY.json).read_text())["format"] == STUDY.version == 5
     assert STUDY.check(tmp_path) == []
 
 

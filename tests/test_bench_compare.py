@@ -178,6 +178,8 @@ def test_compare_measures_what_it_can_and_says_why_not_for_the_rest(compared):
         assert entry["problems"] == [], (label, entry["problems"])
         assert {"size", "startup", "stop", "load", "open_loop"} <= set(entry), label
         assert entry["load"]["requests_per_second"]["median"] > 0 and entry["load"]["non_2xx"] == 0
+        cpu = entry["load"]["cpu_us_per_request"]  # µs of the container's CPU per 2xx
+        assert 1 < cpu["min"] <= cpu["median"] <= cpu["max"] < 100_000, (label, cpu)
         assert entry["load"]["memory_idle_kib"] > 1000 and entry["load"]["memory_under_load_kib"] > 1000
         assert entry["load"]["rss_idle_kib"] > entry["load"]["memory_idle_kib"]  # the engine is on this machine
     assert variants["healthy"]["size"]["healthcheck"] and not variants["plain"]["size"]["healthcheck"]

@@ -24,6 +24,8 @@ from conftest import ROOT, require_image, unavailable
 
 from bench import containers
 from bench.image_measures import Memory
+from bench.load import with_cpu, wrk
+from bench.processes import cpu_seconds
 from images import bases
 from images.docker import build, docker, docker_command, engine_endpoint
 from images.variants import image_tag
@@ -145,6 +147,7 @@ def test_compare_against_an_engine_elsewhere_measures_memory_from_its_stats_and_
     assert micro["load"]["memory_idle_kib"] > 1000 and micro["load"]["memory_under_load_kib"] > 1000
     assert micro["load"]["requests_per_second"]["median"] > 0 and micro["load"]["non_2xx"] == 0
     assert micro["stop"]["exit_codes"] == [0] and micro["startup"]["median"] > 0
+    assert 1 < micro["load"]["cpu_us_per_request"]["median"] < 100_000  # µs, from the engine's stats
     assert micro["size"]["files"] > 50
     # The first process's RSS is this machine's to read only: here it is missing, and says why.
     assert micro["load"]["rss_idle_kib"] is None and "not on this machine" in micro["load"]["rss_problem"]
@@ -166,6 +169,22 @@ def test_memory_is_the_containers_anonymous_memory_which_proc_confirms_where_the
         sample = Memory(ready.name).read()
     assert sample["rss"] > sample["memory"] > 0  # RSS counts the mapped libraries too
     assert abs(engine_kib - anonymous[0]) <= 0.15 * anonymous[0], (engine_kib, anonymous)
+
+
+@pytest.mark.docker
+def test_cpu_is_the_containers_cgroup_usage_which_proc_confirms_where_the_engine_is_local(engine):
+    """One process (APP_WORKERS=1): the engine's figure for the container is that process's CPU time."""
+    tag = image_tag(require_image("micro"))
+    with containers.running(tag, "-eAPP_WORKERS=1") as ready:
+        pid = containers.local_pid(ready.name)
+        assert pid is not None
+        engine_before, proc_before = containers.cpu_ns(ready.name), cpu_seconds(pid)
+        run = with_cpu(lambda: wrk(ready.port, 3, 16, host=ready.host), lambda: containers.cpu_ns(ready.name))
+        engine_used, proc_used = containers.cpu_ns(ready.name) - engine_before, (cpu_seconds(pid) - proc_before) * 1e9
+    assert proc_used > 0.3e9  # the load made it work
+    assert abs(engine_used - proc_used) <= 0.15 * proc_used, (engine_used, proc_used)
+    answered = run["requests"] - run["non_2xx"]
+    assert run["cpu_us_per_request"] == pytest.approx(engine_used / 1000 / answered, rel=0.15)
 
 
 def test_a_pid_whose_cgroup_does_not_name_the_container_is_not_read_as_its_process(monkeypatch):

@@ -6,8 +6,8 @@ from bench.studies import workers
 
 
 def route(rps: float, p99: float) -> dict:
-    return {"requests_per_second": summary([rps]), "p50_seconds": p99 / 3, "p99_seconds": p99, "non_2xx": 0,
-            "socket_errors": 0, "runs": []}
+    return {"requests_per_second": summary([rps]), "cpu_us_per_request": summary([2e6 / rps]),
+            "p50_seconds": p99 / 3, "p99_seconds": p99, "non_2xx": 0, "socket_errors": 0, "runs": []}
 
 
 def row(label: str, processes: int, direct: float, p99: float) -> dict:
@@ -78,6 +78,7 @@ def test_a_written_workers_report_passes_the_check_and_a_tampered_one_fails(tmp_
     text = (tmp_path / "workers.md").read_text()
     assert "## Targets" in text and "SO_REUSEPORT" in text and "| waitress slim auto |" in text
     assert "| `distroless` | 0.40 s (max 0.40 s) | 0, 0 | 0.20 s |" in text  # 2 workers, then 1
+    assert "| waitress slim auto | 4,000 (4,000–4,000) | 9.60 ms | 500 µs (500–500) | 5,000" in text  # CPU per request
     assert workers.STUDY.check(tmp_path) == []
     assert main(["check", str(tmp_path)]) == 0  # a workers run alone is a complete directory
     (tmp_path / "workers.md").write_text(text.replace("## Targets", "## Aims"))

@@ -17,10 +17,10 @@ from images.docker import progress
 
 from .. import results as run_results
 from ..control import THREADS, Listening, host_server
-from ..load import CONNECTIONS, summary, wrk
+from ..load import CONNECTIONS, complete_summary, with_cpu, wrk
 from ..noise import Quietness, describe
 from ..processes import cpu_seconds
-from ..render import table
+from ..render import cpu_per_request, table
 from ..revisions import described, source_tree
 
 CONTROL = "plain waitress"
@@ -52,7 +52,7 @@ def run(options: argparse.Namespace) -> dict:
     results = {**run_results.header("full", options.command_line), "rounds": rounds, "seconds": seconds,
                "threads": THREADS, "connections": CONNECTIONS,
                "revisions": {rev: described(rev) for rev in revisions},
-               "servers": {label: {key: summary([run[key] for run in runs])
+               "servers": {label: {key: complete_summary([run[key] for run in runs])
                                    for key in ("requests_per_second", "p99_seconds", "cpu_us_per_request")}
                            for label, runs in samples.items()},
                "noise": quietness.summary()}
@@ -60,12 +60,9 @@ def run(options: argparse.Namespace) -> dict:
 
 
 def measured_run(server: Listening, seconds: int) -> dict:
-    """One wrk run against `server`, with the server's CPU time per answered request over that run."""
-    cpu_before = cpu_seconds(server.pid)
-    run = wrk(server.port, seconds, CONNECTIONS, host=server.host)
-    answered = run["requests"] - run["non_2xx"]
-    run["cpu_us_per_request"] = (cpu_seconds(server.pid) - cpu_before) / max(answered, 1) * 1e6
-    return run
+    """One wrk run against `server`, with the server process's CPU time per answered request over that run."""
+    return with_cpu(lambda: wrk(server.port, seconds, CONNECTIONS, host=server.host),
+                    lambda: cpu_seconds(server.pid) * 1e9)
 
 
 def with_cpu_not_measured(results: dict) -> dict:
@@ -75,10 +72,6 @@ def with_cpu_not_measured(results: dict) -> dict:
     return results
 
 
-def cpu_cell(cpu: dict | None) -> str:
-    return "not measured" if cpu is None else f"{cpu['median']:.0f} µs ({cpu['min']:.0f}–{cpu['max']:.0f})"
-
-
 def markdown(results: dict) -> str:
     control = results["servers"][CONTROL]["requests_per_second"]["median"]
     rows = []
@@ -86,7 +79,7 @@ def markdown(results: dict) -> str:
         rps, p99 = server["requests_per_second"], server["p99_seconds"]
         rows.append([f"`{label}`" if label != CONTROL else label, results["revisions"].get(label, "the control"),
                      f"{rps['median']:,.0f} ({rps['min']:,.0f}–{rps['max']:,.0f})", f"{rps['median'] / control:.2f}×",
-                     cpu_cell(server["cpu_us_per_request"]),
+                     cpu_per_request(server["cpu_us_per_request"]),
                      f"{p99['median'] * 1000:.1f} ms ({p99['min'] * 1000:.1f}–{p99['max'] * 1000:.1f})"])
     return f"""# The service at several commits, side by side
 

@@ -26,12 +26,13 @@ from images.docker import docker, progress
 from images.variants import VARIANTS
 
 from .. import results as run_results
-from ..containers import CONTAINER_PORT, answers_while, container_ip, free_port, get_status, running, stop
-from ..load import require_wrk, summarise_wrk_runs, summary, wrk
+from ..containers import CONTAINER_PORT, answers_while, container_ip, cpu_ns, free_port, get_status, running, stop
+from ..control import plain_waitress_code
+from ..load import require_wrk, summarise_wrk_runs, summary, with_cpu, wrk
 from ..noise import Quietness, describe
 from ..processes import child_pids, start_service, stop_process
 from ..reference_servers import REFERENCE
-from ..render import mib, table, targets_table
+from ..render import cpu_per_request, mib, table, targets_table
 from ..stopping import CONNECTIONS as STOP_CONNECTIONS
 from ..stopping import stop_under_load
 
@@ -166,7 +167,8 @@ def processes(name: str) -> list[dict]:
 
 
 def route_runs(name: str, port: int, plan: Plan) -> dict:
-    """wrk through the -p mapping and straight to the container's address, alternating, same container."""
+    """wrk through the -p mapping and straight to the container's address, alternating, same container; the
+    container's CPU time per answered request over each run."""
     ip = container_ip(name)
     for _ in range(20):
         get_status(port, "/hello/warm", timeout=2)
@@ -176,18 +178,19 @@ def route_runs(name: str, port: int, plan: Plan) -> dict:
     wrk(CONTAINER_PORT, 1, plan.connections, host=ip)
     routes: dict[str, list[dict]] = {"published": [], "direct": []}
     for _ in range(plan.runs):
-        routes["published"].append(wrk(port, plan.seconds, plan.connections))
-        routes["direct"].append(wrk(CONTAINER_PORT, plan.seconds, plan.connections, host=ip))
+        routes["published"].append(with_cpu(lambda: wrk(port, plan.seconds, plan.connections), lambda: cpu_ns(name)))
+        routes["direct"].append(with_cpu(lambda: wrk(CONTAINER_PORT, plan.seconds, plan.connections, host=ip),
+                                         lambda: cpu_ns(name)))
     return {"routes": {route: summarise_wrk_runs(attempts) for route, attempts in routes.items()},
             "idle_processes": idle, "idle_rss_total_kib": sum(p["rss_kib"] for p in idle),
             "idle_pss_total_kib": sum(p["pss_kib"] or 0 for p in idle), "process_count": len(idle)}
 
 
-def row(tag: str, label: str, processes_count: int, plan: Plan, *options: str) -> dict:
+def row(tag: str, label: str, processes_count: int, plan: Plan, *options: str, command: tuple[str, ...] = ()) -> dict:
     progress(f"throughput: {label}")
-    with running(tag, *options) as (name, port):
+    with running(tag, *options, command=command) as (name, port):
         measured = route_runs(name, port, plan)
-    return {"label": label, "tag": tag, "options": list(options), "processes": processes_count,
+    return {"label": label, "tag": tag, "options": [*options, *command], "processes": processes_count,
             "threads": THREADS, **measured}
 
 
@@ -198,6 +201,9 @@ def throughput_rows(plan: Plan, auto: int) -> dict:
         rows[f"{image} APP_WORKERS=1"] = row(tag, f"waitress, {image}, APP_WORKERS=1", 1, plan, "-eAPP_WORKERS=1")
         rows[f"{image} APP_WORKERS=auto"] = row(tag, f"waitress, {image}, APP_WORKERS=auto ({auto})", auto, plan,
                                                 "-eAPP_WORKERS=auto")
+    rows[f"plain waitress {THREADS}"] = row(  # one process: waitress has no workers of its own
+        VARIANTS["slim"].tag, f"plain waitress, slim, 1 process x {THREADS} threads, no access log", 1, plan,
+        "--entrypoint", "python3", command=("-c", plain_waitress_code(f"0.0.0.0:{CONTAINER_PORT}", THREADS)))
     for count in sorted({1, auto}):
         rows[f"gunicorn {count}x{THREADS}"] = row(
             REFERENCE.tag, f"gunicorn gthread, {count} x {THREADS} threads", count, plan,
@@ -332,11 +338,21 @@ def throughput_table(rows: dict) -> str:
         for route in ("published", "direct"):
             m = r["routes"][route]
             cells += [f"{m['requests_per_second']['median']:,.0f} ({m['requests_per_second']['min']:,.0f}–"
-                      f"{m['requests_per_second']['max']:,.0f})", f"{m['p99_seconds'] * 1000:.2f} ms"]
+                      f"{m['requests_per_second']['max']:,.0f})", f"{m['p99_seconds'] * 1000:.2f} ms",
+                      cpu_per_request(m["cpu_us_per_request"])]
         cells += [f"{rate(r) / rate(base):.2f}×", sum(m["socket_errors"] + m["non_2xx"] for m in r["routes"].values())]
         body.append(cells)
-    return table(["server", "req/s via -p (min–max)", "p99 via -p", "req/s direct (min–max)", "p99 direct",
-                  "direct ×slim 1 worker", "errors"], body)
+    return table(["server", "req/s via -p (min–max)", "p99 via -p", "CPU per request via -p",
+                  "req/s direct (min–max)", "p99 direct", "CPU per request direct", "direct ×slim 1 worker", "errors"],
+                 body)
+
+
+def cpu_not_read(results: dict) -> dict:
+    """Format 1 to 2: runs before format 2 did not read the containers' CPU time."""
+    for r in results["throughput"].values():
+        for route in r["routes"].values():
+            route.setdefault("cpu_us_per_request", None)
+    return results
 
 
 def memory_table(rows: dict) -> str:
@@ -413,7 +429,11 @@ which one worker is killed (`kill -9`) halfway; then a second service started on
 1 s warm-up, the two routes alternating in one container: *via -p* is `127.0.0.1:PORT` through Docker's
 port mapping; *direct* is the container's bridge address, port 5000. p99 from the median run. All servers
 write an access line per request (gunicorn `--access-logfile -`, granian `--access-log`); gunicorn and
-granian run from `bench/reference/` (same slim base, same `service.app:create_app`).
+granian run from `bench/reference/` (same slim base, same `service.app:create_app`); plain waitress is
+`waitress.serve` of the same app in the slim image, with no access log. wrk shares the CPUs with the server,
+so req/s moves with what wrk takes; *CPU per request* is the server's own cost: the container's CPU time
+(user + system, every process: its cgroup's usage, from the engine's stats) over each run, divided by the 2xx
+answers in it. Docker's port proxy is outside the container, so the two routes' CPU figures should agree.
 
 {throughput_table(results['throughput'])}
 
@@ -441,4 +461,4 @@ STUDY = run_results.Study(
     name="workers", summary="APP_WORKERS=1 vs auto, and gunicorn and granian (minutes)",
     files=("workers.json", "workers.md"), add_options=add_options, run=run,
     render=run_results.markdown_file("workers.md", markdown), evaluate=evaluate,
-    guarantees=failures, plans=PLANS, builds=True)
+    guarantees=failures, plans=PLANS, builds=True, upgrades=(cpu_not_read,))
