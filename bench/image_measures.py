@@ -20,7 +20,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from images.content import image_content
-from images.docker import DockerError, docker, docker_command, exported, image_exists, progress
+from images.docker import (
+    DockerError,
+    docker,
+    docker_command,
+    engine_architecture,
+    exported,
+    image_exists,
+    inspect_image,
+    progress,
+)
 from images.variants import Builder, Variant
 
 from .containers import (
@@ -448,7 +457,7 @@ class Run:
         for subject in usable:
             progress(f"size study: {subject.label}")
             self.record(subject, "size", "size", lambda t=subject: size_study(t.tag))
-        answering = [t for t in usable if self.answers(t)]
+        answering = [t for t in usable if self.runs_natively(t) and self.answers(t)]
         with self.quietness.around("start-up"):
             startup = startup_study(answering, self.noop, self.plan.startup_runs, self.entries)
         noop = startup.pop(NOOP)
@@ -484,6 +493,18 @@ class Run:
             progress(f"{subject.tag}: not found")
             return False
         return True
+
+    def runs_natively(self, subject: Subject) -> bool:
+        """Whether the image is for the engine's own architecture. Another runs there only under QEMU: its size is
+        its own, but a timing of it says nothing of its speed where it runs natively, so none is taken."""
+        architecture, engine = inspect_image(subject.tag, ".Architecture"), engine_architecture()
+        if architecture == engine:
+            return True
+        line = (f"start-up, stop, memory and throughput: not measured: {subject.tag} is linux/{architecture}, which "
+                f"this {engine} engine runs only under emulation; an emulated figure says nothing of its speed")
+        self.entries[subject.label]["problems"].append(line)
+        progress(f"{subject.tag}: {line}")
+        return False
 
     def answers(self, subject: Subject) -> bool:
         """One start before the timed ones: an image that exits or never answers is measured for size only."""

@@ -23,7 +23,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from .docker import docker, image_exists, progress
+from . import platforms
+from .docker import build, image_exists, progress
 
 SLIM_BASE = "hello-api-base/python:3.13-slim-trixie"
 # "-2": rebuilt from upstream's recipe (issue 9); the first stand-in, 25 packages chosen here, was "debian13-nonroot".
@@ -112,9 +113,19 @@ def require_tools() -> None:
         raise SystemExit("python -m images bases needs root (debootstrap and chroot): run it with sudo or as root")
 
 
-def bootstrap(root: Path) -> None:
+def slim_base(architecture: str) -> str:
+    return platforms.tagged(SLIM_BASE, architecture)
+
+
+def distroless_base(architecture: str) -> str:
+    return platforms.tagged(DISTROLESS_BASE, architecture)
+
+
+def bootstrap(root: Path, architecture: str) -> None:
+    """A minbase trixie for `architecture` (a foreign one runs its second stage under QEMU: minutes longer)."""
     mirror = os.environ.get(MIRROR_VARIABLE, DEFAULT_MIRROR)
-    run("debootstrap", "--variant=minbase", f"--include={','.join(SLIM_PACKAGES)}", SUITE, str(root), mirror)
+    run("debootstrap", f"--arch={architecture}", "--variant=minbase", f"--include={','.join(SLIM_PACKAGES)}",
+        SUITE, str(root), mirror)
 
 
 def download_debs(root: Path) -> list[Path]:
@@ -170,11 +181,18 @@ def bundle_certificates(root: Path, debs: list[Path]) -> None:
         (root / "etc/ssl/certs/ca-certificates.crt").write_bytes(b"".join(c.read_bytes() for c in certificates))
 
 
-def assemble_distroless(root: Path, debs: list[Path]) -> None:
-    for relative in ("usr/bin", "usr/lib", "usr/lib64", "usr/sbin"):
-        (root / relative).mkdir(parents=True, exist_ok=True)
-    for link in ("bin", "lib", "lib64", "sbin"):  # merged /usr, as Debian trixie lays it out
-        (root / link).symlink_to(f"usr/{link}")
+def link_like(root: Path, layout: Path) -> None:
+    """`root`'s top-level links (and the folders they point to) as `layout` has them: the bootstrapped Debian of
+    the same architecture, whose merged /usr has /lib64 where the architecture has one (amd64; arm64 has none)."""
+    for link in sorted(entry for entry in layout.iterdir() if entry.is_symlink()):
+        target = os.readlink(link)
+        (root / target).mkdir(parents=True, exist_ok=True)
+        (root / link.name).symlink_to(target)
+
+
+def assemble_distroless(root: Path, debs: list[Path], layout: Path) -> None:
+    """The distroless root from `debs`, laid out like `layout` (link_like)."""
+    link_like(root, layout)
     unpack(root, debs)
     bundle_certificates(root, debs)
     for name in ("python", "python3"):
@@ -193,40 +211,44 @@ def assemble_distroless(root: Path, debs: list[Path]) -> None:
     run("chroot", str(root), "/sbin/ldconfig")
 
 
-def import_root(root: Path, name: str, changes: list[str]) -> None:
-    """`docker import` a directory as a one-layer image, with numeric owners kept."""
-    with tempfile.NamedTemporaryFile(suffix=".tar") as archive:
-        with tarfile.open(archive.name, "w") as tar:
+def import_root(root: Path, name: str, changes: list[str], architecture: str) -> None:
+    """A directory as a one-layer image for `architecture`, numeric owners kept, with the Dockerfile
+    instructions `changes`: built `FROM scratch` with BuildKit, since `docker import` on an engine before 23
+    ignores --platform and would mark an arm64 root amd64."""
+    with tempfile.TemporaryDirectory(prefix="hello-api-import-") as context:
+        with tarfile.open(Path(context) / "root.tar", "w") as tar:
             for entry in sorted(root.iterdir()):
                 tar.add(entry, arcname=entry.name)
-        args = ["import"]
-        for change in changes:
-            args += ["--change", change]
-        docker(*args, archive.name, name)
+        (Path(context) / "Dockerfile").write_text("\n".join(["FROM scratch", "ADD root.tar /", *changes]) + "\n")
+        build(context, "--progress=plain", "-t", name, *platforms.platform_option(architecture))
 
 
-def make_bases(rebuild: bool = False) -> None:
-    """Make the bases that are missing (both with `rebuild`); an existing one is never replaced otherwise."""
-    missing = [name for name in (SLIM_BASE, DISTROLESS_BASE) if rebuild or not image_exists(name)]
+def make_bases(rebuild: bool = False, architecture: str = platforms.native()) -> None:
+    """Make the bases for `architecture` that are missing (both with `rebuild`); an existing one is never
+    replaced otherwise."""
+    slim_name, distroless_name = slim_base(architecture), distroless_base(architecture)
+    missing = [name for name in (slim_name, distroless_name) if rebuild or not image_exists(name)]
     if not missing:
-        progress(f"bases already built: {SLIM_BASE}, {DISTROLESS_BASE} (--rebuild to make them again)")
+        progress(f"bases already built: {slim_name}, {distroless_name} (--rebuild to make them again)")
         return
     require_tools()
+    platforms.require_emulation(architecture)  # debootstrap's second stage and ldconfig run its binaries
     with tempfile.TemporaryDirectory(prefix="hello-api-bases-") as work:
         slim, distroless = Path(work) / "slim", Path(work) / "distroless"
-        bootstrap(slim)  # the distroless packages are downloaded with its apt, so it is needed either way
+        bootstrap(slim, architecture)  # the distroless packages are downloaded with its apt: needed either way
         debs = download_debs(slim)
         common = ["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "ENV LANG=C.UTF-8"]
-        if DISTROLESS_BASE in missing:
-            assemble_distroless(distroless, debs)
-            import_root(distroless, DISTROLESS_BASE, [
+        if distroless_name in missing:
+            assemble_distroless(distroless, debs, layout=slim)
+            import_root(distroless, distroless_name, [
                 *common, "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt", "USER 65532",
-                "WORKDIR /home/nonroot", 'ENTRYPOINT ["/usr/bin/python3.13"]'])
-        if SLIM_BASE in missing:
+                "WORKDIR /home/nonroot", 'ENTRYPOINT ["/usr/bin/python3.13"]'], architecture)
+        if slim_name in missing:
             shutil.rmtree(slim / "tmp" / "distroless-debs")
             trim_like_debian_slim(slim)
-            import_root(slim, SLIM_BASE, [*common, 'CMD ["python3"]'])
+            import_root(slim, slim_name, [*common, 'CMD ["python3"]'], architecture)
 
 
-def build_args() -> list[str]:
-    return ["--build-arg", f"PYTHON_IMAGE={SLIM_BASE}", "--build-arg", f"DISTROLESS_IMAGE={DISTROLESS_BASE}"]
+def build_args(architecture: str = platforms.native()) -> list[str]:
+    return ["--build-arg", f"PYTHON_IMAGE={slim_base(architecture)}",
+            "--build-arg", f"DISTROLESS_IMAGE={distroless_base(architecture)}"]

@@ -6,9 +6,9 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from . import bases, dockerfiles, verify
+from . import bases, dockerfiles, platforms, registry, verify
 from .app import AppError, build_app, build_arguments, repository_for
-from .docker import DockerError
+from .docker import DockerError, progress
 from .variants import DEPLOY_IMAGES, PROJECT_IMAGES, VARIANTS, Builder
 
 
@@ -22,13 +22,39 @@ def add_bases_option(parser: argparse.ArgumentParser) -> None:
                         help="same as --bases local")
 
 
+def architectures(text: str) -> list[str]:
+    """--platform's value: linux/amd64, linux/arm64 or both, comma-separated (`linux/` may be left out), or
+    `all`: this machine's and every other that QEMU runs here (the others are said and left out)."""
+    if text == "all":
+        found = platforms.runnable()
+        for architecture in sorted(set(platforms.ARCHITECTURES) - set(found)):
+            progress(f"linux/{architecture} left out: QEMU does not run its binaries here (bash scripts/setup.sh "
+                     "registers it, as root)")
+        return found
+    found = [part.strip().removeprefix("linux/") for part in text.split(",") if part.strip()]
+    wrong = [a for a in found if a not in platforms.ARCHITECTURES]
+    if wrong or not found:
+        raise argparse.ArgumentTypeError(f"{text!r}: name linux/amd64, linux/arm64 or both, comma-separated, or all")
+    return list(dict.fromkeys(found))
+
+
+def add_platform_option(parser: argparse.ArgumentParser) -> None:
+    native = f"linux/{platforms.native()}"
+    parser.add_argument("--platform", type=architectures, default=[platforms.native()],
+                        help=f"linux/amd64, linux/arm64 or both, comma-separated, or all (this machine's and those "
+                             f"QEMU runs here); default {native}, this machine's. Another architecture's build runs "
+                             "under QEMU and is tagged with it (hello-api:micro-arm64)")
+
+
 def parser_for() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m images", description=__doc__,
                                      epilog="HELLO_API_IMAGE names the image repository built (default hello-api).")
     commands = parser.add_subparsers(dest="command", required=True)
     built = ", ".join(VARIANTS[name].tag for name in DEPLOY_IMAGES)
-    add_bases_option(commands.add_parser("build", help=f"build {built} (HAProxy), then record their SBOMs and "
-                                                       "bases in images/.generated/"))
+    building = commands.add_parser("build", help=f"build {built} (HAProxy), then record their SBOMs and "
+                                                 "bases in images/.generated/")
+    add_bases_option(building)
+    add_platform_option(building)
     app = commands.add_parser("app", help="build a WSGI app of your own in the images (TAG:slim, TAG:distroless, "
                                           "and with --tests TAG:micro)")
     app.add_argument("source", help="the app's package folder, a path in this checkout listed in .dockerignore")
@@ -47,6 +73,7 @@ def parser_for() -> argparse.ArgumentParser:
     add_bases_option(app)
     make = commands.add_parser("bases", help="make both base images from Debian trixie packages (no registry)")
     make.add_argument("--rebuild", action="store_true", help="make them again even if they exist")
+    add_platform_option(make)
     rebuild = commands.add_parser("verify", help="check an image's SBOM against its files, then rebuild it from a "
                                                  "clean builder (docker builder prune -af) and compare its layers")
     rebuild.add_argument("image", help=f"a variant ({', '.join(PROJECT_IMAGES)}) or an image it built")
@@ -54,6 +81,17 @@ def parser_for() -> argparse.ArgumentParser:
     rebuild.add_argument("--syft", action="store_true", help="also print what syft finds that the SBOM does "
                                                              "not, and the other way round (no rebuild)")
     add_bases_option(rebuild)
+    served = commands.add_parser("registry", help="start or stop a registry on this machine (Debian's "
+                                                  "docker-registry on loopback, storage in images/.generated/)")
+    served.add_argument("action", choices=("start", "stop"))
+    served.add_argument("--address", default=registry.DEFAULT_ADDRESS, help="where it listens (default "
+                                                                            "%(default)s)")
+    pushing = commands.add_parser("push", help="push the built images to a registry as REGISTRY/hello-api:VARIANT "
+                                               "and print each one's reference by digest")
+    pushing.add_argument("variants", nargs="*", metavar="VARIANT",
+                         help=f"default: {', '.join(DEPLOY_IMAGES)}")
+    pushing.add_argument("--registry", default=registry.DEFAULT_ADDRESS,
+                         help="HOST:PORT of the registry (default %(default)s, `images registry start`'s)")
     commands.add_parser("dockerfiles", help="write Dockerfile, Dockerfile.distroless and Dockerfile.micro again "
                                             "from images/templates/")
     return parser
@@ -66,7 +104,7 @@ def run_reporting_failures(program: str, run: Callable[[list[str]], int], argv: 
     except FileNotFoundError as missing:
         print(f"{program}: error: {missing.filename or missing} was not found: install it, or set DOCKER to a "
               "Docker client that can build with BuildKit", file=sys.stderr)
-    except (DockerError, RuntimeError, subprocess.TimeoutExpired) as failure:
+    except (DockerError, RuntimeError, subprocess.TimeoutExpired) as failure:  # NoEmulation, RegistryError too
         print(f"{program}: error: {failure}", file=sys.stderr)
     return 1
 
@@ -78,12 +116,12 @@ def main(argv: list[str] | None = None) -> int:
 def run(argv: list[str]) -> int:
     options = parser_for().parse_args(argv)
     if options.command == "bases":
-        bases.make_bases(options.rebuild)
-        print("build arguments for these bases: " + " ".join(bases.build_args()))
+        for architecture in options.platform:
+            bases.make_bases(options.rebuild, architecture)
+            print(f"build arguments for the linux/{architecture} bases: " + " ".join(bases.build_args(architecture)))
     elif options.command == "build":
-        builder = Builder.choose(options.bases)
-        builder.build_all()
-        verify.write_records(builder)
+        for architecture in options.platform:
+            build_for(options.bases, architecture)
     elif options.command == "app":
         try:
             arguments = build_arguments(options.source, options.lock, options.wsgi, options.health_path,
@@ -95,9 +133,38 @@ def run(argv: list[str]) -> int:
         print(f"built {', '.join(tags)}: docker run -d -p 8080:5000 {tags[-1]}")
     elif options.command == "verify":
         return run_verify(options)
+    elif options.command == "registry":
+        if options.action == "start":
+            registry.start(options.address)
+        elif not registry.stop():
+            print("images registry: no registry started here is running")
+    elif options.command == "push":
+        return run_push(options)
     elif options.command == "dockerfiles":
         written = dockerfiles.write()
         print("wrote " + ", ".join(path.name for path in written) if written else "the Dockerfiles are current")
+    return 0
+
+
+def build_for(bases_mode: str, architecture: str) -> None:
+    """This machine's architecture: every image, their SBOMs and bases recorded. Another: the API images
+    (the load balancer is for this machine's swarm), under QEMU."""
+    builder = Builder.choose(bases_mode, architecture)
+    if platforms.is_native(architecture):
+        builder.build_all()
+        verify.write_records(builder)
+    else:
+        builder.build_all(PROJECT_IMAGES)
+
+
+def run_push(options: argparse.Namespace) -> int:
+    unknown = [v for v in options.variants if v not in DEPLOY_IMAGES]
+    if unknown:
+        print(f"images push: error: {', '.join(unknown)}: name variants among {', '.join(DEPLOY_IMAGES)}",
+              file=sys.stderr)
+        return 2
+    for pushed in registry.push_all(options.variants or list(DEPLOY_IMAGES), options.registry):
+        print(pushed.pinned)
     return 0
 
 

@@ -90,6 +90,12 @@ def image_store() -> str:
     return driver
 
 
+@functools.cache
+def engine_architecture() -> str:
+    """The architecture of the machine the engine runs on (amd64, arm64): what its containers run natively."""
+    return docker("version", "--format", "{{.Server.Arch}}", quiet=True, timeout=30).stdout.strip()
+
+
 def engine_endpoint() -> str:
     """Where the client reaches the engine, as the client itself resolves -H, DOCKER_HOST and the current
     context: unix:///var/run/docker.sock, npipe://..., tcp://HOST:PORT or ssh://USER@HOST."""

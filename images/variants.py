@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import bases
+from . import bases, platforms
 from .docker import ROOT, build, ca_secret_args, docker, progress
 
 BENCH = ROOT / "bench"  # the tutorial's seed image the bench compares against lives there
@@ -104,22 +104,29 @@ class Builder:
     images bases` makes from Debian packages. `Builder.choose(mode)` resolves 'registry', 'local' or 'auto' (the
     registry's when they can be pulled, else local) once, before anything is built."""
 
-    def __init__(self, offline: bool) -> None:
-        self.offline = offline
+    def __init__(self, offline: bool, architecture: str = platforms.native()) -> None:
+        self.offline, self.architecture = offline, architecture
+        slim = bases.slim_base(architecture)
         # The load balancer's Dockerfile starts from a plain Debian trixie image: the slim base is one.
-        self.base_args = [*bases.build_args(), "--build-arg", f"DEBIAN_IMAGE={bases.SLIM_BASE}"] if offline else []
-        self.slim_base = bases.SLIM_BASE if offline else REGISTRY_BASES[0]
+        self.base_args = [*bases.build_args(architecture), "--build-arg", f"DEBIAN_IMAGE={slim}"] if offline else []
+        self.slim_base = slim if offline else REGISTRY_BASES[0]
 
     @classmethod
-    def choose(cls, mode: str = "auto") -> "Builder":
-        """Resolve the bases once: pull the registry's, or make the local ones if they are missing."""
+    def choose(cls, mode: str = "auto", architecture: str = platforms.native()) -> "Builder":
+        """Resolve the bases once: pull the registry's, or make the local ones if they are missing; for
+        another architecture than this machine's, check first that QEMU runs its binaries."""
+        platforms.require_emulation(architecture)
         offline = not registry_reachable() if mode == "auto" else mode == "local"
         if mode == "auto":
             progress("using " + ("local bases made from Debian packages (python -m images bases)" if offline
                                  else "the registry's official bases"))
         if offline:
-            bases.make_bases()
-        return cls(offline)
+            bases.make_bases(architecture=architecture)
+        return cls(offline, architecture)
+
+    def tag(self, variant: Variant) -> str:
+        """The variant's tag for this builder's architecture (hello-api:micro, or hello-api:micro-arm64)."""
+        return platforms.tagged(variant.tag, self.architecture)
 
     def describe(self) -> str:
         return ("local (made from Debian trixie packages by `python -m images bases`)" if self.offline
@@ -127,8 +134,9 @@ class Builder:
 
     def options(self, variant: Variant, extra: list[str] | None = None, tag: str | None = None) -> list[str]:
         """The build's options: its Dockerfile, tag, bases, labels and the CA secret."""
-        return ["--progress=plain", "-f", str(dockerfile_path(variant)), "-t", tag or variant.tag,
-                *self.base_args, *revision_args(), *ca_secret_args(), *(extra or [])]
+        return ["--progress=plain", "-f", str(dockerfile_path(variant)), "-t", tag or self.tag(variant),
+                *platforms.platform_option(self.architecture), *self.base_args, *revision_args(),
+                *ca_secret_args(), *(extra or [])]
 
     def build(self, variant: Variant, extra: list[str] | None = None, context: Path | None = None,
               tag: str | None = None) -> tuple[float, str]:
@@ -140,7 +148,7 @@ class Builder:
     def build_all(self, names: tuple[str, ...] = DEPLOY_IMAGES) -> None:
         for name in names:
             seconds, _ = self.build(VARIANTS[name])
-            progress(f"built {VARIANTS[name].tag} in {seconds:.1f}s")
+            progress(f"built {self.tag(VARIANTS[name])} in {seconds:.1f}s")
 
 
 def dockerfile_path(variant: Variant) -> Path:

@@ -3,7 +3,8 @@
 #    start dockerd (the machines this project is built on start with none);
 #  - a Docker client that builds with BuildKit: one with the buildx plugin (installing docker-cli and
 #    docker-buildx where the release ships them apart, as Debian 13 does), or a 20.10 client (built in);
-#  - debootstrap and wrk where apt can install them (local bases, load tests);
+#  - debootstrap, wrk, docker-registry and skopeo where apt can install them (local bases, load tests, a registry),
+#    and QEMU for the other architecture's images;
 #  - .venv with the project and its test tools.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -82,10 +83,30 @@ image_store() {  # what `docker image inspect` sizes mean depends on it; the ben
   DOCKER=$DOCKER python3 -c 'from images.docker import image_store; print(image_store())' 2>/dev/null || echo unknown
 }
 
+# The arm64 images (amd64 on an arm64 machine) build and run here under QEMU: the kernel hands the other
+# architecture's binaries to Debian's static qemu through binfmt_misc (global to the kernel, as Docker Desktop
+# sets it up). Debian 12 and 13 ship it as qemu-user-static, testing as qemu-user-binfmt; without systemd to
+# read /usr/lib/binfmt.d, the entry is written to binfmt_misc's register file here.
+enable_emulation() {
+  local qemu binfmt=/proc/sys/fs/binfmt_misc
+  case "$(uname -m)" in x86_64) qemu=aarch64 ;; aarch64) qemu=x86_64 ;; *) return 0 ;; esac
+  [ -e "$binfmt/qemu-$qemu" ] && return 0
+  if [ ! -e "$binfmt/register" ] && ! mount -t binfmt_misc binfmt_misc "$binfmt" 2>/dev/null; then
+    say "cannot mount $binfmt: no $qemu emulation, so no image for another architecture builds here"
+    return 0
+  fi
+  apt_update_once
+  if apt-cache show qemu-user-static >/dev/null 2>&1; then apt_install qemu-user-static; else apt_install qemu-user-binfmt; fi
+  [ -e "$binfmt/qemu-$qemu" ] || cat "/usr/lib/binfmt.d/qemu-$qemu.conf" >"$binfmt/register"
+  say "$qemu binaries run under $(sed -n 's/^interpreter //p' "$binfmt/qemu-$qemu")"
+}
+
 [ -n "${DOCKER:-}" ] && DOCKER_CHOSEN_BY_CALLER=yes
 if can_apt; then
-  # local bases; the load generator; the README's examples; the venv (Debian ships venv apart from python3)
-  apt_install debootstrap wrk curl ca-certificates python3 python3-venv
+  # local bases; the load generator; the README's examples; the venv (Debian ships venv apart from python3);
+  # a registry on this machine and a second reader of it (README, "From a registry")
+  apt_install debootstrap wrk curl ca-certificates python3 python3-venv docker-registry skopeo
+  enable_emulation
 fi
 choose_client
 if ! engine_answers; then

@@ -12,9 +12,24 @@ import pytest
 import requests
 from support import docker, engine_available, free_port, image_exists, image_tag
 
+from images import platforms
+
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ["slim", "distroless", "micro"]
 SHELL_LESS = ["distroless", "micro"]
+# The same images built for the other architecture (python -m images build --platform), run under QEMU; their
+# tests are marked `emulated` (scripts/matrix.sh leaves them to CI's main run: -m "not emulated").
+EMULATED = [f"{variant}-{architecture}" for architecture in platforms.ARCHITECTURES
+            if not platforms.is_native(architecture) for variant in IMAGES]
+
+
+def emulated_params(names: list[str]) -> list:
+    """pytest parameters, those of the other architecture's images marked `emulated`."""
+    return [pytest.param(name, marks=pytest.mark.emulated) if name in EMULATED else name for name in names]
+
+
+# On a test: run it on every image of every platform (the `image` fixture with these parameters).
+on_every_platform = pytest.mark.parametrize("image", emulated_params([*IMAGES, *EMULATED]), indirect=True)
 
 
 def in_ci() -> bool:
@@ -125,10 +140,16 @@ def unavailable(reason: str) -> None:
 
 
 def require_image(variant: str) -> str:
-    """The variant's name, once its image is known to be built; else skip (fail under CI=true)."""
+    """The variant's name (slim, or slim-arm64 for another platform's), once its image is known to be built
+    and, for another platform, to run here; else skip (fail under CI=true)."""
     tag = image_tag(variant)
+    architecture = variant.rpartition("-")[2] if variant in EMULATED else platforms.native()
     if not image_exists(tag):
-        unavailable(f"{tag} is not built: run python -m images build (or --offline)")
+        unavailable(f"{tag} is not built: run python -m images build --platform linux/{architecture} (or --offline)")
+    try:
+        platforms.require_emulation(architecture)
+    except platforms.NoEmulation as missing:
+        unavailable(str(missing))
     return variant
 
 

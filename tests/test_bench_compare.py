@@ -15,13 +15,13 @@ from argparse import Namespace
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, unavailable
+from conftest import EMULATED, ROOT, require_image, unavailable
 
 from bench.studies import STUDY
 from bench.studies.compare import CompareError, code_file, dependency_file, parse_build, parse_image, subjects_from
 from images import bases
-from images.docker import build, docker, image_exists
-from images.variants import IMAGE
+from images.docker import build, docker, engine_architecture, image_exists
+from images.variants import IMAGE, image_tag
 
 SERVED = 'WORKDIR /srv\nRUN echo ok > health && echo hi > hello\nCMD ["python3", "-m", "http.server", "8000"]\n'
 PROBE = "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')"
@@ -232,3 +232,20 @@ def test_bench_sh_reads_the_paths_on_its_command_line_from_where_it_is_run(engin
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "bench check: copy is complete and renders" in result.stdout
+
+
+@pytest.mark.docker
+@pytest.mark.emulated
+def test_an_image_for_another_architecture_is_measured_for_size_only_and_says_why(engine, tmp_path):
+    """Under QEMU a start-up or a req/s says nothing of the image's speed on its own machine: none is taken."""
+    foreign = next(name for name in EMULATED if name.startswith("micro-"))
+    tag = image_tag(require_image(foreign))
+    result = subprocess.run([sys.executable, "-m", "bench", "compare", f"emulated={tag}", "--quick", "--output",
+                             str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    entry = json.loads((tmp_path / "results.json").read_text())["variants"]["emulated"]
+    assert entry["size"]["files"] > 50 and not {"startup", "stop", "load"} & set(entry)
+    architecture = foreign.rpartition("-")[2]
+    assert any(f"is linux/{architecture}, which this {engine_architecture()} engine runs only under emulation" in p
+               for p in entry["problems"]), entry["problems"]
+    assert "an emulated figure says nothing of its speed" in (tmp_path / "report.md").read_text()

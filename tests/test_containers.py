@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import IMAGES, ROOT, SHELL_LESS, inspect, require_image, wait_until
+from conftest import IMAGES, ROOT, SHELL_LESS, inspect, on_every_platform, require_image, wait_until
 from raw_http import connect, read_until_closed, request
 from support import build, build_variant, docker, image_tag
 
@@ -25,6 +25,7 @@ def address_of(url: str) -> tuple[str, int]:
     return host, int(port)
 
 
+@on_every_platform
 def test_serves_the_endpoints_with_app_env_from_docker_run(image, run_container):
     _name, url = run_container(image, env={"APP_ENV": "production"})
     assert requests.get(f"{url}/health", timeout=5).json() == {"status": "healthy", "environment": "production"}
@@ -52,11 +53,13 @@ def wait_until_healthy(name: str) -> str:
     return status
 
 
+@on_every_platform
 def test_the_healthcheck_reaches_healthy(image, run_container):
     name, _ = run_container(image)
     assert wait_until_healthy(name) == "healthy"
 
 
+@on_every_platform
 def test_docker_stop_closes_an_idle_keep_alive_connection_and_exits_0_well_before_the_kill(image, run_container):
     name, url = run_container(image)
     with connect(address_of(url)) as idle:
@@ -73,6 +76,7 @@ def test_docker_stop_closes_an_idle_keep_alive_connection_and_exits_0_well_befor
     assert "Stopped cleanly" in docker("logs", name).stderr
 
 
+@on_every_platform
 def test_every_answer_says_json_nosniff_and_no_store(image, run_container):
     _name, url = run_container(image)
     for target in ("/health", "/hello/x", "/nope"):
@@ -103,6 +107,7 @@ def test_the_images_own_healthcheck_stays_out_of_the_access_log_but_requests_fro
                 and line.split()[1] in ("127.0.0.1", "::1")]
 
 
+@on_every_platform
 def test_runs_as_the_non_root_user_65532(image, run_container):
     name, _ = run_container(image)
     assert inspect(name, "{{.Config.User}}") == "65532:65532"

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 import requests
-from conftest import ROOT, require_image, wait_for_health
+from conftest import EMULATED, ROOT, emulated_params, on_every_platform, require_image, wait_for_health
 from support import DOCKER_FILES, docker, exported, free_port, image_tag
 
 from images.content import image_content
@@ -42,6 +42,7 @@ def serving(variant: str, module: str, env: dict[str, str] | None = None):
 
 
 @pytest.mark.docker
+@on_every_platform
 def test_an_exception_in_the_app_answers_500_and_logs_the_traceback(image):
     with serving(image, "hooked_service", env={"TEST_SERVICE_HOOKS": "failing_path"}) as (name, url):
         answer = requests.get(f"{url}/raise", timeout=5)
@@ -61,6 +62,7 @@ def test_an_exception_in_the_app_answers_500_and_logs_the_traceback(image):
 
 @pytest.mark.docker
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@on_every_platform
 def test_a_stop_signal_lets_the_request_in_flight_finish_then_exits_0(image, signum):
     with serving(image, "hooked_service", env={"TEST_SERVICE_HOOKS": "slow", "SLOW_SECONDS": "3"}) as (name, url):
         answers = []
@@ -92,9 +94,12 @@ def exported_files(tag: str) -> tuple[dict[str, int], set[str], str]:
     return files, names, manifest
 
 
-@pytest.fixture(scope="module")
-def micro_files(engine) -> tuple[dict[str, int], set[str], str]:
-    return exported_files(image_tag(require_image("micro")))
+MICROS = ["micro", *(name for name in EMULATED if name.startswith("micro-"))]  # on every platform
+
+
+@pytest.fixture(scope="module", params=emulated_params(MICROS))
+def micro_files(request, engine) -> tuple[dict[str, int], set[str], str]:
+    return exported_files(image_tag(require_image(request.param)))
 
 
 @pytest.mark.docker
@@ -128,8 +133,9 @@ def test_micro_needs_no_tls_libraries_and_no_sources(micro_files):
 
 
 @pytest.mark.docker
-def test_micro_is_at_most_15_mb(engine):
-    size = image_content(image_tag(require_image("micro"))).file_bytes  # its files' bytes, on every image store
+@pytest.mark.parametrize("micro", emulated_params(MICROS))
+def test_micro_is_at_most_15_mb(engine, micro):
+    size = image_content(image_tag(require_image(micro))).file_bytes  # its files' bytes, on every image store
     assert size <= MICRO_MAX_BYTES, f"{size / 1e6:.1f} MB"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import cyclonedx
 import pytest
-from conftest import IMAGES, ROOT, require_image
+from conftest import EMULATED, IMAGES, ROOT, emulated_params, require_image
 from jsonschema import Draft7Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
@@ -197,6 +197,20 @@ def test_each_image_ships_an_sbom_that_is_valid_cyclonedx_naming_its_variant(shi
     assert schema_errors(document) == []
     properties = {p["name"]: p["value"] for p in document["metadata"]["component"]["properties"]}
     assert properties["hello-api:variant"] == variant
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("variant", emulated_params(EMULATED))
+def test_an_image_for_another_architecture_ships_its_own_sbom_of_that_architectures_packages(engine, variant):
+    files, document = shipped(image_tag(require_image(variant)))
+    assert document is not None and schema_errors(document) == []
+    properties = {p["name"]: p["value"] for p in document["metadata"]["component"]["properties"]}
+    name, _, architecture = variant.rpartition("-")
+    assert properties["hello-api:variant"] == name
+    debian = [c["purl"] for c in document["components"] if c.get("purl", "").startswith("pkg:deb/")]
+    assert debian and all(purl.endswith((f"?arch={architecture}", "?arch=all")) for purl in debian)
+    if name == "micro":
+        assert {path.lstrip("/"): digest for path, digest in sbom.listed_files(document).items()} == files
 
 
 @pytest.mark.docker
