@@ -1,9 +1,9 @@
 """The studies, one module each; every one declares a `results.Study` (see bench/results.py)."""
 
-from . import commits, compare, latency, profile, reliability, rollout, study, workers
+from . import coldstart, commits, compare, latency, profile, reliability, rollout, study, workers
 
 STUDIES = (study.STUDY, compare.STUDY, reliability.STUDY, latency.STUDY, workers.STUDY, rollout.STUDY,
-           commits.STUDY, profile.STUDY)
+           coldstart.STUDY, commits.STUDY, profile.STUDY)
 STUDY = study.STUDY  # the default; `compare` writes the same files, `report` and `check` read them through this
 
 
