@@ -212,9 +212,9 @@ def assemble_distroless(root: Path, debs: list[Path], layout: Path) -> None:
 
 
 def import_root(root: Path, name: str, changes: list[str], architecture: str) -> None:
-    """A directory as a one-layer image for `architecture`, numeric owners kept, with the Dockerfile
-    instructions `changes`: built `FROM scratch` with BuildKit, since `docker import` on an engine before 23
-    ignores --platform and would mark an arm64 root amd64."""
+    """A directory as an image for `architecture` (one layer of files, and the empty one BuildKit records for
+    a WORKDIR), numeric owners kept, with the Dockerfile instructions `changes`: built `FROM scratch` with
+    BuildKit, since `docker import` on a 20.10 engine ignores --platform and would mark an arm64 root amd64."""
     with tempfile.TemporaryDirectory(prefix="hello-api-import-") as context:
         with tarfile.open(Path(context) / "root.tar", "w") as tar:
             for entry in sorted(root.iterdir()):

@@ -11,6 +11,7 @@ counted, gzip'd as a push would and walked for its files' bytes.
 import hashlib
 import io
 import json
+import posixpath
 import subprocess
 import tarfile
 import zlib
@@ -132,8 +133,12 @@ def read_saved(save: IO[bytes]) -> ImageContent:
     """The content of the one image a `docker save` stream holds."""
     small: dict[str, bytes] = {}
     layers: dict[str, Layer] = {}
+    links: dict[str, str] = {}  # a layer the image holds twice is saved once, the other a link to it
     with tarfile.open(fileobj=save, mode="r|") as archive:
         for member in archive:
+            if member.issym():
+                links[member.name] = posixpath.normpath(posixpath.join(posixpath.dirname(member.name),
+                                                                       member.linkname))
             if not member.isreg():
                 continue
             data = archive.extractfile(member)
@@ -145,7 +150,8 @@ def read_saved(save: IO[bytes]) -> ImageContent:
     if len(manifest) != 1:
         raise ContentError(f"the saved archive holds {len(manifest)} images, not one")
     config = json.loads(small[manifest[0]["Config"]])
-    found = [layers.get(path) or layer_of(iter([small[path]]), path) for path in manifest[0]["Layers"]]
+    paths = [links.get(path, path) for path in manifest[0]["Layers"]]
+    found = [layers.get(path) or layer_of(iter([small[path]]), path) for path in paths]
     diff_ids = config.get("rootfs", {}).get("diff_ids", [])
     if [layer.diff_id for layer in found] != diff_ids:
         raise ContentError("the saved layers do not hash to the config's diff IDs: the archive was not read as "

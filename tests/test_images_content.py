@@ -103,6 +103,20 @@ def test_layers_that_do_not_hash_to_the_configs_diff_ids_are_refused():
         read_saved(legacy_archive(layers, config_of(list(reversed(layers)))))
 
 
+def test_a_layer_an_image_holds_twice_is_read_through_the_link_docker_save_writes_for_the_second():
+    """Docker 20.10 saves a layer once; the second place the image holds it is a symlink to the first."""
+    big, empty = made_layers()
+    layers = [big, empty, empty]
+    files = {"cfg.json": config_of(layers), "l0/layer.tar": big, "l1/layer.tar": empty}
+    manifest = [{"Config": "cfg.json", "RepoTags": ["x:y"], "Layers": ["l0/layer.tar", "l1/layer.tar", "l2/layer.tar"]}]
+    files["manifest.json"] = json.dumps(manifest).encode()
+    saved = tar_of([*(entry(name, size=len(data)) for name, data in files.items() if name != "manifest.json"),
+                    entry("l2/layer.tar", tarfile.SYMTYPE, link="../l1/layer.tar"),
+                    entry("manifest.json", size=len(files["manifest.json"]))], files)
+    image = read_saved(io.BytesIO(saved))
+    assert [layer.diff_id for layer in image.layers] == [diff_id(layer) for layer in layers]
+
+
 def test_a_zstd_layer_is_refused_with_a_clear_error():
     layers = made_layers()
     saved = legacy_archive([b"\x28\xb5\x2f\xfd" + bytes(600), layers[1]], config_of(layers))
