@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from . import bases, dockerfiles, platforms, registry, verify
 from .app import AppError, build_app, build_arguments, repository_for
-from .docker import DockerError, progress
+from .docker import ROOT, DockerError, progress
 from .variants import DEPLOY_IMAGES, PROJECT_IMAGES, VARIANTS, Builder
 
 
@@ -92,6 +92,8 @@ def parser_for() -> argparse.ArgumentParser:
                          help=f"default: {', '.join(DEPLOY_IMAGES)}")
     pushing.add_argument("--registry", default=registry.DEFAULT_ADDRESS,
                          help="HOST:PORT of the registry (default %(default)s, `images registry start`'s)")
+    pushing.add_argument("--pin", action="store_true", help="then name the pushed images by digest in "
+                                                            "deploy/kubernetes/ (its nodes pull by name)")
     commands.add_parser("dockerfiles", help="write Dockerfile, Dockerfile.distroless and Dockerfile.micro again "
                                             "from images/templates/")
     return parser
@@ -163,8 +165,14 @@ def run_push(options: argparse.Namespace) -> int:
         print(f"images push: error: {', '.join(unknown)}: name variants among {', '.join(DEPLOY_IMAGES)}",
               file=sys.stderr)
         return 2
-    for pushed in registry.push_all(options.variants or list(DEPLOY_IMAGES), options.registry):
-        print(pushed.pinned)
+    pushed = registry.push_all(options.variants or list(DEPLOY_IMAGES), options.registry)
+    for image in pushed:
+        progress(f"pushed {image.variant} for {', '.join('linux/' + a for a in image.architectures)}")
+        print(image.pinned)
+    if options.pin:
+        changed = registry.pin(pushed)
+        progress("pinned by digest: " + (", ".join(str(path.relative_to(ROOT)) for path in changed) or
+                                          "nothing (no manifest names a pushed variant)"))
     return 0
 
 

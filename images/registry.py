@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import platforms
-from .docker import DockerError, docker, image_exists, inspect_image, progress
+from .docker import ROOT, DockerError, docker, image_exists, inspect_image, progress
 from .variants import GENERATED, IMAGE, VARIANTS
 
 DEFAULT_ADDRESS = "127.0.0.1:5050"  # not 5000: the service's own default port
@@ -197,6 +197,37 @@ def push_all(variants: list[str], registry: str) -> list[Pushed]:
     if registry.startswith("127.") and not answers(registry):
         raise RegistryError(f"no registry answers at {registry}: start one with `python -m images registry start`")
     return [push(variant, registry) for variant in variants]
+
+
+KUBERNETES = ROOT / "deploy" / "kubernetes"  # the deploy files whose nodes pull by name: pinned by digest
+IMAGE_LINE = re.compile(r"^(?P<key>\s*(?:-\s+)?image:\s*)(?P<reference>\S+)\s*$", re.MULTILINE)
+
+
+def variant_named(reference: str) -> str | None:
+    """The project variant an image reference names (hello-api:distroless, under any registry, by tag and
+    perhaps by digest too), else None."""
+    name = reference.split("@", 1)[0].rsplit("/", 1)[-1]
+    repository, _, tag = name.partition(":")
+    return tag if repository == IMAGE.rsplit("/", 1)[-1] and tag in VARIANTS else None
+
+
+def pin(pushed: list[Pushed], folder: Path = KUBERNETES) -> list[Path]:
+    """Every `image:` in the manifests of `folder` that names a pushed variant, rewritten to its reference by
+    digest (nothing else in the file changes); the files that changed."""
+    by_variant = {p.variant: p.pinned for p in pushed}
+    changed = []
+    for manifest in sorted(folder.glob("*.yaml")):
+        text = manifest.read_text()
+
+        def pinned(line: re.Match) -> str:
+            variant = variant_named(line["reference"])
+            return line["key"] + by_variant[variant] if variant in by_variant else line[0]
+
+        rewritten = IMAGE_LINE.sub(pinned, text)
+        if rewritten != text:
+            manifest.write_text(rewritten)
+            changed.append(manifest)
+    return changed
 
 
 def raw_manifest(reference: str) -> tuple[str, str, bytes]:

@@ -20,7 +20,7 @@ mkdir -p "$logs"
 image_tests="tests/test_readme.py tests/test_containers.py tests/test_micro.py tests/test_sbom.py"
 image_tests+=" tests/test_images_content.py tests/test_images_verify.py tests/test_bench_remote_engine.py tests/test_registry.py"
 # This machine's platform only: the arm64 images under QEMU are CI's main run's (their bases take minutes more).
-newcomer="HELLO_API_PLATFORMS=linux/amd64 bash scripts/test.sh -q -m 'not emulated' $image_tests && \
+newcomer="HELLO_API_PLATFORMS=linux/\$(dpkg --print-architecture) bash scripts/test.sh -q -m 'not emulated' $image_tests && \
 bash scripts/bench.sh compare --quick slim=hello-api:slim distroless=hello-api:distroless micro=hello-api:micro \
 --url /hello/you --output /tmp/matrix-compare && bash scripts/bench.sh check /tmp/matrix-compare"
 

@@ -97,8 +97,13 @@ enable_emulation() {
   fi
   apt_update_once
   if apt-cache show qemu-user-static >/dev/null 2>&1; then apt_install qemu-user-static; else apt_install qemu-user-binfmt; fi
-  [ -e "$binfmt/qemu-$qemu" ] || cat "/usr/lib/binfmt.d/qemu-$qemu.conf" >"$binfmt/register"
-  say "$qemu binaries run under $(sed -n 's/^interpreter //p' "$binfmt/qemu-$qemu")"
+  local conf=/usr/lib/binfmt.d/qemu-$qemu.conf
+  if [ ! -e "$binfmt/qemu-$qemu" ] && [ -f "$conf" ]; then cat "$conf" >"$binfmt/register" || true; fi
+  if [ -e "$binfmt/qemu-$qemu" ]; then
+    say "$qemu binaries run under $(sed -n 's/^interpreter //p' "$binfmt/qemu-$qemu")"
+  else
+    say "no $qemu emulation ($conf could not be registered): no image for another architecture builds here"
+  fi
 }
 
 [ -n "${DOCKER:-}" ] && DOCKER_CHOSEN_BY_CALLER=yes

@@ -38,6 +38,29 @@ def test_the_registry_configuration_serves_http_on_the_address_with_storage_in_t
     assert "  addr: 127.0.0.1:5999\n" in text and f"    rootdirectory: {tmp_path}\n" in text
 
 
+def test_pinning_names_each_pushed_variant_by_digest_in_the_kubernetes_manifests_and_nothing_else(tmp_path):
+    shutil.copytree(registry.KUBERNETES, tmp_path, dirs_exist_ok=True)
+    before = (tmp_path / "deployment.yaml").read_text().splitlines()
+    pushed = registry.Pushed("distroless", "registry.example:5000/hello-api:distroless", "sha256:" + "a" * 64,
+                             ("amd64", "arm64"))
+    assert registry.pin([pushed], tmp_path) == [tmp_path / "deployment.yaml"]
+    after = (tmp_path / "deployment.yaml").read_text().splitlines()
+    changed = [(old, new) for old, new in zip(before, after, strict=True) if old != new]
+    assert [new.strip() for _, new in changed] == [f"image: {pushed.pinned}"]
+    again = registry.Pushed("distroless", "other.example/hello-api:distroless", "sha256:" + "b" * 64, ("amd64",))
+    registry.pin([again], tmp_path)  # a pinned reference is recognised and pinned again
+    assert f"image: {again.pinned}\n" in (tmp_path / "deployment.yaml").read_text()
+    micro = registry.Pushed("micro", "registry.example:5000/hello-api:micro", "sha256:" + "c" * 64, ("amd64",))
+    assert registry.pin([micro], tmp_path) == []  # no manifest runs micro
+
+
+def test_the_kubernetes_deployment_names_its_image_by_digest():
+    references = [m["reference"] for m in registry.IMAGE_LINE.finditer(
+        (registry.KUBERNETES / "deployment.yaml").read_text())]
+    assert references and all(registry.variant_named(r) == "distroless" for r in references)
+    assert all(re.fullmatch(r"\S+/hello-api:distroless@sha256:[0-9a-f]{64}", r) for r in references), references
+
+
 @pytest.mark.docker
 def test_a_started_registry_answers_the_distribution_api_and_stops(served):
     address, state = served
@@ -83,9 +106,14 @@ def test_a_pushed_image_is_named_by_a_digest_that_pulls_the_same_image(served):
     assert inspected.returncode == 0, inspected.stderr
     assert json.loads(inspected.stdout)["Digest"] == digest
     served_digest, manifest = registry.manifest(reference)
-    assert served_digest == digest and len(manifest["layers"]) == len(layers(local))
-    # A pull by digest, the local tags gone, gives back the very image: the same ID.
-    docker("rmi", reference)
+    assert served_digest == digest
+    if "manifests" in manifest:  # built here for both platforms: an index, whose entry for this machine is the image
+        native = next(m for m in manifest["manifests"] if m["platform"]["architecture"] == platforms.native())
+        _, manifest = registry.manifest(f"{reference.rpartition(':')[0]}@{native['digest']}")
+    assert len(manifest["layers"]) == len(layers(local))
+    # A pull by digest, the tags the push left here gone, gives back the very image: the same ID.
+    for tag in (reference, *(f"{reference}-{architecture}" for architecture in platforms.ARCHITECTURES)):
+        docker("rmi", tag, check=False)
     pulled = docker("pull", f"{reference}@{digest}")
     assert pulled.returncode == 0, pulled.stderr
     assert image_id(f"{reference}@{digest}") == image_id(local)
