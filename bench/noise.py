@@ -35,6 +35,15 @@ def background_cpus(seconds: float = WINDOW_SECONDS) -> float:
     return (busy1 - busy0) / max(total1 - total0, 1) * cpus
 
 
+def wait_until_quiet(seconds: float = 30.0) -> None:
+    """After the bench's own heavy work (building, pushing, an engine removed), whose aftermath (containerd
+    collecting what an engine left, a registry writing) would read as others' work: wait, at most `seconds`,
+    until a window shows the machine idle. Busy for longer, the samples after it say so."""
+    deadline = time.monotonic() + seconds
+    while background_cpus() > BUSY_CPUS and time.monotonic() < deadline:
+        pass
+
+
 def sample(label: str) -> dict:
     return {"label": label, "load_average": os.getloadavg()[0], "background_cpus": round(background_cpus(), 3)}
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 import requests
-from conftest import inspect, on_every_platform
+from conftest import inspect
 from raw_http import (
     DRIPPING_REQUEST,
     HALF_SENT_REQUEST,
@@ -71,7 +71,6 @@ def test_garbage_bytes_get_a_json_400_and_the_server_keeps_serving(image, run_co
 
 
 @pytest.mark.parametrize("refused", [b"GET /x HTTP/1.1\r\n\r\n", b"BAD\r\n\r\n"], ids=["no-host", "not-http"])
-@on_every_platform
 def test_a_refused_client_that_stays_connected_leaves_the_container_running_and_serving(image, run_container, refused):
     """The service exited 1 two seconds after such a client (issue 24): its lingering close was ended while the
     event loop listed what select() should watch. Through Docker's port proxy the service's close cannot be

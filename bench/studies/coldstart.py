@@ -27,7 +27,7 @@ from .. import coldnode
 from .. import results as run_results
 from ..containers import CONTAINER_PORT, READY_PATH, answers, unique_name
 from ..load import summary
-from ..noise import Quietness, describe
+from ..noise import Quietness, describe, wait_until_quiet
 from ..render import bar, mb, table
 
 IMAGES = ("seed", "slim", "distroless", "micro")
@@ -170,6 +170,7 @@ def run(options: argparse.Namespace) -> dict:
             for pair in published:
                 if pair[1] == "zstd":
                     published[pair]["unsupported"] = refused
+        wait_until_quiet()
         samples = measure(plan, published, quietness)
     for image in IMAGES:
         results["images"][image] = {
