@@ -4,7 +4,8 @@ The registry is Debian's `docker-registry` (the CNCF distribution registry, 2.8)
 loopback with its storage under images/.generated/registry/. An engine talks plain HTTP to a registry on
 127.0.0.0/8 without being told to (Docker counts loopback as an insecure registry), so nothing is configured
 for it; a registry another machine pulls from needs TLS, or that engine's `insecure-registries`
-(docs/images.md, "From a registry").
+(docs/images.md, "Other architectures and a registry"). Its API is spoken here directly over HTTP, past any
+proxy the environment names: the registry is on this machine or its network.
 """
 
 import json
@@ -31,6 +32,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MANIFEST_TYPES = (OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST)
 PUSHED_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no HTTP(S)_PROXY for the registry
 
 
 class RegistryError(RuntimeError):
@@ -55,7 +57,7 @@ def config_text(address: str, storage: Path) -> str:
 def answers(address: str) -> bool:
     """Whether a registry answers the distribution API's version check at `address` (GET /v2/, 200)."""
     try:
-        with urllib.request.urlopen(f"http://{address}/v2/", timeout=2) as response:
+        with DIRECT.open(f"http://{address}/v2/", timeout=2) as response:
             return response.status == 200 and "Docker-Distribution-Api-Version" in response.headers
     except (OSError, urllib.error.URLError):
         return False
@@ -181,7 +183,7 @@ def put_index(repository: str, tag: str, children: list[tuple[str, str]]) -> str
     request = urllib.request.Request(f"http://{registry}/v2/{name}/manifests/{tag}", data=body, method="PUT",
                                      headers={"Content-Type": media_type})
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with DIRECT.open(request, timeout=30) as response:
             return response.headers["Docker-Content-Digest"]
     except urllib.error.HTTPError as refused:
         raise RegistryError(f"the registry refused the index for {repository}:{tag} ({refused.code}): "
@@ -237,7 +239,7 @@ def raw_manifest(reference: str) -> tuple[str, str, bytes]:
     repository, _, tag = rest.partition("@") if "@" in rest else rest.rpartition(":")
     request = urllib.request.Request(f"http://{registry}/v2/{repository}/manifests/{tag}",
                                      headers={"Accept": ", ".join(MANIFEST_TYPES)})
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with DIRECT.open(request, timeout=10) as response:
         return response.headers["Docker-Content-Digest"], response.headers["Content-Type"], response.read()
 
 
