@@ -52,7 +52,7 @@ def test_the_readme_configuration_table_lists_every_variable_with_its_real_defau
 # The test modules whose subject is the bench: they may import it. Every other module under tests/ tests the
 # service or its images and imports only service/, images/ and tests/ code.
 BENCH_TEST_MODULES = {"test_bench.py", "test_bench_speed.py", "test_bench_workers.py", "test_bench_compare.py",
-                      "test_bench_crowd.py", "test_bench_remote_engine.py"}
+                      "test_bench_crowd.py", "test_bench_remote_engine.py", "test_bench_coldstart.py"}
 # A product test that drives one bench study as its subject (the swarm rollout of the deploy files), through
 # the bench module that deploys them.
 BENCH_STUDIES_USED = {"test_deploy.py": {"bench.studies.rollout", "bench.deploy"}}
